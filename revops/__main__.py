@@ -1,0 +1,3 @@
+from revops.bot.cli import main
+
+raise SystemExit(main())

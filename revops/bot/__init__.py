@@ -1,0 +1,1 @@
+"""The core of the bot and the adapters around it."""

@@ -1,0 +1,222 @@
+"""The `revops` command line: serve, worker, console, exec, click, db upgrade, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from .errors import SettingsError
+from .settings import Settings, example_config_path, load_settings
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"revops: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .logs import setup_logging
+    from .web.app import create_app
+
+    settings = _settings()
+    setup_logging(settings)
+    app = create_app(settings, with_worker=True if args.with_worker else None)
+    uvicorn.run(app, host=args.host, port=args.port or settings.env.port, log_level="warning",
+                access_log=False)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .logs import setup_logging
+    from .runtime import Runtime
+    from .worker import Worker
+
+    settings = _settings()
+    setup_logging(settings)
+
+    async def main():
+        runtime = Runtime(settings)
+        await runtime.services.db.upgrade()
+        worker = Worker(runtime.services, runtime.deliverer)
+        try:
+            if args.once:
+                await worker.tick()
+            else:
+                await worker.run_forever()
+        finally:
+            await runtime.services.db.dispose()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _with_console(settings: Settings, user: str, channel: str, body) -> int:
+    from .console import Console
+    from .runtime import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        await runtime.services.db.upgrade()
+    except Exception as exc:
+        print(f"revops: the database is unavailable ({type(exc).__name__}); nothing was run", file=sys.stderr)
+        return 1
+    console = Console(runtime, user=user, channel=channel)
+    try:
+        return await body(console, runtime)
+    finally:
+        await runtime.services.db.dispose()
+
+
+def cmd_console(args) -> int:
+    if args.demo:
+        return _demo(args)
+    settings = _settings()
+
+    async def body(console, runtime):
+        await console.repl()
+        return 0
+
+    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+
+
+def _demo(args) -> int:
+    from . import demo
+
+    db_path = Path(args.db or "revops-demo.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{db_path}"
+    os.environ["REVOPS_CONFIG"] = str(example_config_path())
+    settings = _settings()
+
+    async def body(console, runtime):
+        await demo.seed(runtime.services)
+        console.write(f"revops demo: SQLite at {db_path}, roles from {example_config_path().name}, "
+                      "sample data loaded. No Slack or Stripe account needed.\n")
+        for user, line in demo.TOUR:
+            console.write(f"\n{user}$ {line}")
+            await console.run_line(f"{line} --as {user}")
+        if sys.stdin.isatty() and not args.no_repl:
+            console.write("\nYour turn (try `help`, `as U0ADMIN`, `click N`, `quit`).")
+            await console.repl()
+        return 0
+
+    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+
+
+def cmd_exec(args) -> int:
+    settings = _settings()
+
+    async def body(console, runtime):
+        await console.run_line(f"{args.text}")
+        return 0
+
+    text = args.text
+    args.text = text
+    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+
+
+def cmd_click(args) -> int:
+    settings = _settings()
+
+    async def body(console, runtime):
+        await console.click([str(args.number)], args.as_user)
+        await runtime.deliverer.deliver_due()
+        return 0
+
+    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+
+
+def cmd_db_upgrade(args) -> int:
+    from .db import run_upgrade
+
+    settings = _settings()
+    try:
+        run_upgrade(settings.env.database_url)
+    except Exception as exc:
+        print(f"revops: migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    print("database migrated to head")
+    return 0
+
+
+def cmd_audit_verify(args) -> int:
+    from . import audit
+    from .db import Database
+
+    settings = _settings()
+
+    async def main() -> int:
+        db = Database(settings.env.database_url)
+        try:
+            async with db.transaction() as session:
+                check = await audit.verify(session)
+        finally:
+            await db.dispose()
+        print(check.sentence())
+        return 0 if check.ok else 1
+
+    return asyncio.run(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="revops", description="Revenue and billing incident-response bot")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("serve", help="the HTTP app (Slack, Stripe webhooks, alerts, pages, metrics)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--with-worker", action="store_true", help="run the scheduler inside this process too")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("worker", help="the scheduler")
+    p.add_argument("--once", action="store_true", help="run one tick and exit")
+    p.set_defaults(fn=cmd_worker)
+
+    for name, fn in (("console", cmd_console),):
+        p = sub.add_parser(name, help="the /revops commands without Slack (a REPL)")
+        p.add_argument("--as", dest="as_user", default="U0CONSOLE")
+        p.add_argument("--channel", default="C0CONSOLE")
+        p.add_argument("--demo", action="store_true", help="fresh SQLite, example config, sample data, a tour")
+        p.add_argument("--db", help="with --demo: the SQLite file (default revops-demo.db)")
+        p.add_argument("--no-repl", action="store_true", help="with --demo: do not prompt afterwards")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("exec", help='run one command: revops exec "TEXT" --as UID')
+    p.add_argument("text")
+    p.add_argument("--as", dest="as_user", required=True)
+    p.add_argument("--channel", default="C0CONSOLE")
+    p.set_defaults(fn=cmd_exec)
+
+    p = sub.add_parser("click", help="click button N shown by the console: revops click N --as UID")
+    p.add_argument("number", type=int)
+    p.add_argument("--as", dest="as_user", required=True)
+    p.add_argument("--channel", default="C0CONSOLE")
+    p.set_defaults(fn=cmd_click)
+
+    p = sub.add_parser("db", help="database tasks")
+    dbsub = p.add_subparsers(dest="dbcmd", required=True)
+    q = dbsub.add_parser("upgrade", help="migrate to head")
+    q.set_defaults(fn=cmd_db_upgrade)
+
+    p = sub.add_parser("audit", help="audit log tasks")
+    asub = p.add_subparsers(dest="auditcmd", required=True)
+    q = asub.add_parser("verify", help="check the hash chain; exit 1 if a record was altered or removed")
+    q.set_defaults(fn=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args) or 0

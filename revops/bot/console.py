@@ -1,0 +1,144 @@
+"""The console surface: the same router, rendered as text; buttons are numbered
+and clicked with `click N` (numbers are stored, so they work across `revops exec`
+invocations). Posts that would go to Slack channels are printed."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Callable
+
+from sqlalchemy import func, select
+
+from .models import ConsoleButton
+from .outbox import Deliverer
+from .render_text import render_text
+from .reply import Reply
+from .router import Router
+from .runtime import Runtime
+
+DEFAULT_CHANNEL = "C0CONSOLE"
+
+
+class ConsoleSender:
+    """Stands in for Slack: prints each post and numbers its buttons."""
+
+    def __init__(self, console: "Console"):
+        self.console = console
+
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None) -> str:
+        numbers = await self.console.remember_buttons(reply, channel)
+        self.console.write(f"→ posted to #{channel}:\n" + _indent(render_text(reply, numbers)))
+        return f"console.{channel}"
+
+    async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        numbers = await self.console.remember_buttons(reply, channel)
+        self.console.write(f"↻ message in #{channel} updated:\n" + _indent(render_text(reply, numbers)))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())
+
+
+class Console:
+    def __init__(self, runtime: Runtime, *, user: str, channel: str = DEFAULT_CHANNEL,
+                 write: Callable[[str], None] | None = None):
+        self.runtime = runtime
+        self.router: Router = runtime.router
+        self.user = user
+        self.channel = channel
+        self._write = write or (lambda text: print(text, flush=True))
+        if runtime.deliverer.sender is None:
+            runtime.deliverer = Deliverer(runtime.services.db, runtime.services.clock, ConsoleSender(self))
+
+    def write(self, text: str) -> None:
+        self._write(text)
+
+    async def remember_buttons(self, reply: Reply, channel: str) -> list[int]:
+        if not reply.buttons:
+            return []
+        db = self.runtime.services.db
+        async with db.transaction() as session:
+            top = (await session.execute(select(func.max(ConsoleButton.number)))).scalar() or 0
+            numbers = []
+            for i, b in enumerate(reply.buttons, start=1):
+                session.add(ConsoleButton(number=top + i, action_id=b.action_id, value=b.value, label=b.label,
+                                          channel=channel, created_at=self.runtime.services.clock.now()))
+                numbers.append(top + i)
+        return numbers
+
+    async def show(self, reply: Reply) -> None:
+        numbers = await self.remember_buttons(reply, self.channel)
+        prefix = "(only you) " if reply.private else ""
+        self.write(prefix + render_text(reply, numbers))
+
+    async def run_line(self, line: str) -> bool:
+        """Run one console line; returns False when the console should stop."""
+        line = line.strip()
+        if not line:
+            return True
+        if line in ("quit", "exit", "q"):
+            return False
+        words = _split(line)
+        as_user, words = _take_option(words, "--as")
+        channel, words = _take_option(words, "--channel")
+        user = as_user or self.user
+        where = channel or self.channel
+        if words and words[0] == "as" and len(words) == 2:
+            self.user = words[1]
+            self.write(f"(now acting as {self.user})")
+            return True
+        if words and words[0] == "channel" and len(words) == 2:
+            self.channel = words[1]
+            self.write(f"(now in #{self.channel})")
+            return True
+        if words and words[0] == "click":
+            await self.click(words[1:], user)
+        else:
+            text = " ".join(shlex.quote(w) if " " in w else w for w in words)
+            outcome = await self.router.handle_text(text, actor=user, channel=where, surface="console")
+            await self.show(outcome.reply)
+        await self.runtime.deliverer.deliver_due()
+        return True
+
+    async def click(self, words: list[str], user: str) -> None:
+        if len(words) != 1 or not words[0].isdigit():
+            self.write("Usage: click N [--as UID]  (N is the number shown beside a button)")
+            return
+        async with self.runtime.services.db.transaction() as session:
+            button = await session.get(ConsoleButton, int(words[0]))
+        if button is None:
+            self.write(f"No button [{words[0]}]. Usage: click N [--as UID]")
+            return
+        outcome = await self.router.handle_click(button.action_id, button.value, actor=user, channel=button.channel,
+                                                 surface="console")
+        await self.show(outcome.reply)
+
+    async def repl(self) -> None:
+        interactive = sys.stdin.isatty()
+        if interactive:
+            self.write(f"revops console — acting as {self.user} in #{self.channel}. "
+                       "Type a command (help), `click N`, `as UID`, `channel CID`, or quit.")
+        while True:
+            try:
+                line = input(f"{self.user}> " if interactive else "")
+            except EOFError:
+                break
+            if not await self.run_line(line):
+                break
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+def _take_option(words: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Console-level options (--as, --channel) only before or after the command text."""
+    if name in words:
+        i = words.index(name)
+        if i + 1 < len(words):
+            return words[i + 1], words[:i] + words[i + 2:]
+    return None, words

@@ -1,0 +1,68 @@
+"""What a command handler gets: who asked, where, the open transaction, the flags,
+and a way to post to channels without knowing Slack."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .flags import FlagState
+from .reply import Reply
+from .roles import Role
+
+if TYPE_CHECKING:
+    from .services import Services
+
+
+@dataclass
+class PendingPost:
+    channel: str
+    reply: Reply
+    kind: str = "post"  # post | update
+    ref: str | None = None
+    thread_ts: str | None = None
+
+
+@dataclass
+class Context:
+    services: "Services"
+    session: AsyncSession
+    actor: str
+    role: Role
+    channel: str | None
+    surface: str
+    now: datetime
+    flags: FlagState
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    dry_run: bool = False
+    message_ref: str | None = None  # for clicks: the message holding the button
+    posts: list[PendingPost] = field(default_factory=list)
+    audit_subject: str | None = None
+    audit_detail: str | None = None
+    timeline: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def settings(self):
+        return self.services.settings
+
+    def post(self, channel: str | None, reply: Reply, *, ref: str | None = None, thread_ts: str | None = None) -> None:
+        """Post a message to a channel after the transaction commits (nothing if no channel)."""
+        if channel:
+            reply.private = False
+            self.posts.append(PendingPost(channel, reply, "post", ref, thread_ts))
+
+    def update(self, ref: str, reply: Reply, channel: str = "") -> None:
+        """Update a message posted earlier under `ref`, in place."""
+        reply.private = False
+        self.posts.append(PendingPost(channel, reply, "update", ref))
+
+    def note(self, *, subject: str | None = None, detail: str | None = None) -> None:
+        """Enrich this request's audit record."""
+        if subject is not None:
+            self.audit_subject = subject
+        if detail is not None:
+            self.audit_detail = detail

@@ -1,0 +1,42 @@
+"""One exception tree for everything the bot reports to a person."""
+
+
+class RevopsError(Exception):
+    """Base of every error the bot turns into a sentence for the person who asked."""
+
+
+class UsageError(RevopsError):
+    """The request could not be parsed or an argument is wrong."""
+
+    def __init__(self, message: str, usage: str | None = None):
+        super().__init__(message)
+        self.usage = usage
+
+
+class PermissionDenied(RevopsError):
+    """The person lacks the role the command needs."""
+
+    def __init__(self, needed: str, actual: str, what: str):
+        super().__init__(f"`{what}` needs the {needed} role; you are {actual}.")
+        self.needed = needed
+        self.actual = actual
+
+
+class NotFound(RevopsError):
+    """A named thing (customer, event, incident) does not exist."""
+
+
+class Conflict(RevopsError):
+    """The action conflicts with current state (already decided, already open...)."""
+
+
+class UpstreamError(RevopsError):
+    """Stripe, Slack or the database failed; the message says so in words."""
+
+
+class DatabaseUnavailable(UpstreamError):
+    pass
+
+
+class SettingsError(RevopsError):
+    """A setting or the config file is invalid; one line names the key."""

@@ -1,0 +1,159 @@
+"""The argument grammar of a sub-command, written as its usage line.
+
+    "grant <account> <amount:int> <reason...>"
+    "audit [target] [--since DURATION]"
+    "impact [baseline=NUM] [current=NUM]"
+
+`<x>` is required, `[x]` optional, `...` takes the rest of the line, `:int`
+`:signed` and `:duration` convert, `a|b|c` is a choice, `--name TYPE` is an
+option anywhere on the line, `key=VALUE` a named value.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .durations import parse_duration
+from .errors import UsageError
+
+_TOKEN = re.compile(r"(<[^>]+>|\[[^\]]+\]|\S+)")
+
+
+@dataclass
+class Param:
+    name: str
+    kind: str = "str"  # str | int | signed | duration | choice
+    required: bool = True
+    rest: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Grammar:
+    path: tuple[str, ...]
+    usage: str
+    params: list[Param] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # --name -> kind
+    named: dict[str, str] = field(default_factory=dict)  # key= -> kind
+
+    @classmethod
+    def from_usage(cls, usage: str) -> "Grammar":
+        path: list[str] = []
+        params: list[Param] = []
+        options: dict[str, str] = {}
+        named: dict[str, str] = {}
+        for token in _TOKEN.findall(usage):
+            optional = token.startswith("[")
+            inner = token[1:-1].strip() if token[0] in "<[" else token
+            if token[0] not in "<[" and not params and "|" not in token:
+                path.append(token)
+                continue
+            if inner.startswith("--"):
+                name, _, kind = inner.partition(" ")
+                options[name[2:]] = _kind_of(kind.strip())
+                continue
+            if "=" in inner:
+                name, _, kind = inner.partition("=")
+                named[name] = _kind_of(kind)
+                continue
+            rest = inner.endswith("...") or inner.endswith("…")
+            inner = inner.rstrip(".…")
+            name, _, kind = inner.partition(":")
+            if "|" in name:
+                choices = tuple(name.split("|"))
+                params.append(Param(name=kind or "choice", kind="choice", required=not optional, choices=choices))
+                continue
+            params.append(Param(name=name, kind=kind or "str", required=not optional, rest=rest))
+        return cls(tuple(path), usage, params, options, named)
+
+    def parse(self, tokens: list[str]) -> dict[str, Any]:
+        """Turn the tokens after the command path into typed arguments."""
+        args: dict[str, Any] = {}
+        positional: list[str] = []
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            if tok.startswith("--") and len(tok) > 2:
+                name, eq, value = tok[2:].partition("=")
+                if name not in self.options:
+                    raise UsageError(f"unknown option `--{name}`")
+                if not eq:
+                    if i + 1 >= len(tokens):
+                        raise UsageError(f"`--{name}` needs a value")
+                    value = tokens[i + 1]
+                    i += 1
+                args[name.replace("-", "_")] = _convert(f"--{name}", self.options[name], value)
+            elif self.named and "=" in tok and tok.split("=", 1)[0] in self.named:
+                key, _, value = tok.partition("=")
+                if not value:
+                    raise UsageError(f"`{key}=` needs a value")
+                args[key] = _convert(key, self.named[key], value)
+            else:
+                positional.append(tok)
+            i += 1
+        for param in self.params:
+            if param.rest:
+                if positional:
+                    args[param.name] = " ".join(positional)
+                    positional = []
+                elif param.required:
+                    raise UsageError(f"missing <{param.name}>")
+                continue
+            if not positional:
+                if param.required:
+                    raise UsageError(f"missing <{param.name}>")
+                continue
+            raw = positional.pop(0)
+            if param.kind == "choice":
+                if raw.lower() not in param.choices:
+                    raise UsageError(f"expected one of {', '.join(param.choices)}, got `{_clip(raw)}`")
+                args[param.name] = raw.lower()
+            else:
+                args[param.name] = _convert(f"<{param.name}>", param.kind, raw)
+        if positional:
+            raise UsageError(f"unexpected argument `{_clip(positional[0])}`")
+        return args
+
+
+def _kind_of(word: str) -> str:
+    word = word.strip().lower()
+    if word in ("duration", "dur"):
+        return "duration"
+    if word in ("n", "int", "num", "number"):
+        return "int" if word in ("n", "int") else "str"
+    return "str"
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _convert(label: str, kind: str, raw: str) -> Any:
+    if kind == "int":
+        if not re.fullmatch(r"\+?\d+", raw):
+            raise UsageError(f"{label} must be a whole number, got `{_clip(raw)}`")
+        return int(raw)
+    if kind == "signed":
+        if not re.fullmatch(r"[+-]\d+", raw):
+            raise UsageError(f"{label} must be a signed whole number such as +50 or -20, got `{_clip(raw)}`")
+        return int(raw)
+    if kind == "duration":
+        try:
+            value: timedelta = parse_duration(raw)
+        except ValueError:
+            raise UsageError(f"{label} must be a duration such as 90s, 15m, 24h or 7d, got `{_clip(raw)}`") from None
+        return value
+    return raw
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a command line the way a shell would, with Slack's smart quotes folded."""
+    text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
+    try:
+        return shlex.split(text)
+    except ValueError:
+        raise UsageError("unbalanced quotes") from None

@@ -1,0 +1,176 @@
+"""The one path every request takes, whatever surface it came from:
+
+    parse -> authorize (role) -> run (with dry-run applied) -> record (audit,
+    recorders such as the incident timeline, posts) in the same transaction ->
+    a neutral Reply.
+
+Roles, dry-run, panic and audit are enforced here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from . import audit
+from .context import Context
+from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
+from .flags import read_flags
+from .metrics import REQUESTS
+from .outbox import enqueue
+from .reply import Reply
+from .roles import Role, role_of
+from .services import Services
+
+log = logging.getLogger("revops.router")
+
+
+@dataclass
+class ActionRecord:
+    """What the recording point sees of every command or click that ran."""
+
+    name: str
+    kind: str  # command | click
+    actor: str
+    channel: str | None
+    args: dict[str, Any]
+    outcome: str
+    mutating: bool
+    summary: str
+    at: datetime
+    ctx: Context
+
+
+@dataclass
+class Outcome:
+    reply: Reply
+    name: str
+    outcome: str  # ok | dry_run | denied | usage | failed | error
+    posts: int = 0
+
+
+class Router:
+    def __init__(self, services: Services):
+        self.services = services
+
+    async def handle_text(self, text: str, *, actor: str, channel: str | None, surface: str,
+                          request_id: str | None = None) -> Outcome:
+        registry = self.services.registry
+        try:
+            command, args = registry.find(text)
+        except UsageError as exc:
+            REQUESTS.labels(command="unknown", outcome="usage").inc()
+            return Outcome(usage_reply(exc), "unknown", "usage")
+        return await self._run(
+            name=command.name, kind="command", args=args, actor=actor, channel=channel, surface=surface,
+            needed=command.role_for(args), mutating=command.mutates(args), dry_run_mode=command.dry_run,
+            call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id,
+        )
+
+    async def handle_click(self, action_id: str, value: str, *, actor: str, channel: str | None, surface: str,
+                           message_ref: str | None = None, request_id: str | None = None) -> Outcome:
+        try:
+            action = self.services.registry.action(action_id)
+        except UsageError as exc:
+            REQUESTS.labels(command="unknown-button", outcome="usage").inc()
+            return Outcome(Reply(str(exc)), "unknown-button", "usage")
+        return await self._run(
+            name=action.name, kind="click", args={"value": value}, actor=actor, channel=channel, surface=surface,
+            needed=action.role, mutating=action.mutating, dry_run_mode=action.dry_run,
+            call=lambda ctx: action.handler(ctx, value), usage=None, request_id=request_id,
+            message_ref=message_ref,
+        )
+
+    async def _run(self, *, name: str, kind: str, args: dict[str, Any], actor: str, channel: str | None,
+                   surface: str, needed: Role, mutating: bool, dry_run_mode: str,
+                   call: Callable[[Context], Awaitable[Reply]], usage: str | None,
+                   request_id: str | None, message_ref: str | None = None) -> Outcome:
+        services = self.services
+        role = role_of(services.settings.cfg.roles, actor)
+        request_id = request_id or uuid.uuid4().hex[:12]
+        try:
+            if role < needed:
+                denied = PermissionDenied(needed.name, role.name, name)
+                async with services.db.transaction() as session:
+                    await audit.append(session, at=services.clock.now(), actor=actor, command=name, args=args,
+                                       outcome="denied", channel=channel, surface=surface,
+                                       detail=f"needs {needed.name}, has {role.name}")
+                return self._count(Outcome(Reply(f":no_entry: {denied}"), name, "denied"))
+
+            posts = 0
+            async with services.db.transaction() as session:
+                now = services.clock.now()
+                flags = await read_flags(session)
+                ctx = Context(services=services, session=session, actor=actor, role=role, channel=channel,
+                              surface=surface, now=now, flags=flags, request_id=request_id,
+                              message_ref=message_ref)
+                simulate = mutating and flags.dry_run and dry_run_mode != "exempt"
+                ctx.dry_run = simulate
+                if simulate and dry_run_mode == "simulate":
+                    savepoint = await session.begin_nested()
+                    reply = await call(ctx)
+                    await savepoint.rollback()
+                else:
+                    reply = await call(ctx)
+                outcome = "dry_run" if simulate else "ok"
+                if simulate:
+                    reply.tag = "dry run"
+                for post in ctx.posts:
+                    if simulate:
+                        post.reply.tag = "dry run"
+                    await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
+                                  ref=post.ref, thread_ts=post.thread_ts)
+                    posts += 1
+                if mutating:
+                    await audit.append(session, at=now, actor=actor, command=name, args=args, outcome=outcome,
+                                       channel=channel, surface=surface, detail=ctx.audit_detail,
+                                       subject=ctx.audit_subject)
+                record = ActionRecord(name, kind, actor, channel, args, outcome, mutating, reply.text, now, ctx)
+                for recorder in services.recorders:
+                    await recorder(session, record)
+            if posts:
+                for notify in services.on_posts:
+                    notify()
+            return self._count(Outcome(reply, name, outcome, posts))
+        except UsageError as exc:
+            if usage and not exc.usage:
+                exc.usage = usage
+            return self._count(Outcome(usage_reply(exc), name, "usage"))
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable during %s: %s", name, exc.__cause__)
+            return self._count(Outcome(Reply(f":warning: {exc}"), name, "failed"))
+        except RevopsError as exc:
+            await self._audit_failure(name, args, actor, channel, surface, mutating, str(exc))
+            return self._count(Outcome(Reply(f":warning: {exc}"), name, "failed"))
+        except Exception:
+            log.exception("command %s failed (request %s)", name, request_id)
+            await self._audit_failure(name, args, actor, channel, surface, mutating, "internal error")
+            return self._count(Outcome(
+                Reply(f":warning: `{name}` failed unexpectedly; nothing was changed. (request id {request_id})"),
+                name, "error",
+            ))
+
+    async def _audit_failure(self, name, args, actor, channel, surface, mutating, detail) -> None:
+        if not mutating:
+            return
+        try:
+            async with self.services.db.transaction() as session:
+                await audit.append(session, at=self.services.clock.now(), actor=actor, command=name, args=args,
+                                   outcome="failed", channel=channel, surface=surface, detail=detail[:500])
+        except Exception:
+            log.exception("could not audit the failure of %s", name)
+
+    @staticmethod
+    def _count(outcome: Outcome) -> Outcome:
+        REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
+        return outcome
+
+
+def usage_reply(exc: UsageError) -> Reply:
+    lines = []
+    if exc.usage:
+        lines = ["Usage: " + "\n       ".join(f"/revops {u}" for u in exc.usage.splitlines())]
+    return Reply(f":grey_question: {exc}", lines=lines)

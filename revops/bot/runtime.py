@@ -1,0 +1,79 @@
+"""Everything one process needs, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .clock import Clock
+from .outbox import Deliverer, Sender
+from .router import Router
+from .services import Services, build_services
+from .settings import Settings
+
+log = logging.getLogger("revops.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None, sender: Sender | None = None,
+                 with_worker: bool = False):
+        self.settings = settings
+        self.services: Services = build_services(settings, clock)
+        self.router = Router(self.services)
+        self.web_client = None
+        self.slack_app = None
+        self.slack_handler = None
+        if sender is None and settings.env.slack_bot_token is not None:
+            from .slack.client import SlackSender, make_web_client
+
+            self.web_client = make_web_client(settings)
+            sender = SlackSender(self.web_client)
+        self.deliverer = Deliverer(self.services.db, self.services.clock, sender)
+        self.services.on_posts.append(self.deliverer.kick)
+        self.with_worker = with_worker
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def slack_configured(self) -> bool:
+        env = self.settings.env
+        return env.slack_bot_token is not None and env.slack_signing_secret is not None
+
+    def build_slack(self) -> None:
+        if not self.slack_configured:
+            return
+        from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+
+        from .slack.app import build_slack_app
+
+        self.slack_app = build_slack_app(self.services, self.router, self.web_client)
+        self.slack_handler = AsyncSlackRequestHandler(self.slack_app)
+
+    async def start(self) -> None:
+        await self.services.db.upgrade()
+        self.build_slack()
+        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
+        if self.with_worker:
+            from .worker import Worker
+
+            self._tasks.append(asyncio.create_task(Worker(self.services, self.deliverer).run_forever(),
+                                                   name="worker"))
+        if self.settings.env.slack_app_token is not None and self.slack_app is not None:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            handler = AsyncSocketModeHandler(self.slack_app, self.settings.env.slack_app_token.get_secret_value())
+            await handler.connect_async()
+            self._socket_handler = handler
+            log.info("Socket Mode connected")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        handler = getattr(self, "_socket_handler", None)
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await handler.close_async()
+        await self.services.db.dispose()

@@ -1,0 +1,36 @@
+"""The services a request can use, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from .clock import Clock
+from .db import Database
+from .registry import Registry
+from .settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    clock: Clock
+    registry: Registry
+    # The router's one recording point: called inside the request's transaction
+    # with (session, ActionRecord) after every command or click that ran.
+    recorders: list[Callable[..., Awaitable[None]]] = field(default_factory=list)
+    # Called after a commit that queued posts (the Slack adapter delivers them).
+    on_posts: list[Callable[[], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_services(settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
+    from revops.commands import build_registry
+
+    return Services(
+        settings=settings,
+        db=db or Database(settings.env.database_url),
+        clock=clock or Clock(),
+        registry=build_registry(),
+    )

@@ -1,0 +1,1 @@
+"""The Slack adapter: bolt AsyncApp, Block Kit rendering, the Web API client."""

@@ -1,0 +1,100 @@
+"""The bolt AsyncApp: listeners are a few lines — acknowledge, call the router, render."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from sqlalchemy.exc import IntegrityError
+
+from ..models import SlackDelivery
+from ..reply import Reply
+from ..router import Outcome, Router
+from ..services import Services
+from .blocks import fallback_text, render_blocks
+
+log = logging.getLogger("revops.slack")
+
+# Answer inside the acknowledgement when the work finishes this fast; Slack allows 3 s.
+ACK_BUDGET = 2.0
+WORKING = "Working on it…"
+
+
+def payload(reply: Reply) -> dict[str, Any]:
+    return {
+        "text": fallback_text(reply),
+        "blocks": render_blocks(reply),
+        "response_type": "ephemeral" if reply.private else "in_channel",
+    }
+
+
+def build_slack_app(services: Services, router: Router, client) -> AsyncApp:
+    env = services.settings.env
+    app = AsyncApp(
+        token=env.slack_bot_token.get_secret_value(),
+        signing_secret=env.slack_signing_secret.get_secret_value(),
+        client=client,
+        process_before_response=False,
+    )
+
+    @app.middleware
+    async def drop_retried_events(body, next):
+        # Slack redelivers events it thinks we missed (X-Slack-Retry-Num); do each once.
+        event_id = body.get("event_id") if isinstance(body, dict) else None
+        if event_id:
+            try:
+                async with services.db.transaction() as session:
+                    session.add(SlackDelivery(event_id=event_id, received_at=services.clock.now()))
+            except IntegrityError:
+                log.info("duplicate delivery of event %s ignored", event_id)
+                return
+        return await next()
+
+    @app.command("/revops")
+    async def on_command(ack, body, respond):
+        work = asyncio.ensure_future(router.handle_text(
+            body.get("text", ""), actor=body["user_id"], channel=body.get("channel_id"), surface="slack",
+        ))
+        done, _ = await asyncio.wait({work}, timeout=ACK_BUDGET)
+        if done:
+            await ack(**payload(work.result().reply))
+            return
+        await ack(text=WORKING, response_type="ephemeral")
+        outcome: Outcome = await work
+        await respond(**payload(outcome.reply), replace_original=False)
+
+    @app.action(re.compile(r"^revops:"))
+    async def on_click(ack, body, action, respond):
+        await ack()
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        outcome = await router.handle_click(
+            action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
+            surface="slack",
+        )
+        reply = outcome.reply
+        if getattr(reply, "replace", False):
+            await respond(text=fallback_text(reply), blocks=render_blocks(reply), replace_original=True)
+        else:
+            await respond(text=fallback_text(reply), blocks=render_blocks(reply), response_type="ephemeral",
+                          replace_original=False)
+
+    @app.event("app_mention")
+    async def on_mention(event, client):
+        # "@revops help" runs the same commands; the answer goes to the thread.
+        text = re.sub(r"^\s*<@[A-Z0-9]+>\s*", "", event.get("text", ""))
+        outcome = await router.handle_text(text, actor=event.get("user", ""), channel=event.get("channel"),
+                                           surface="slack")
+        reply = outcome.reply
+        thread = event.get("thread_ts") or event.get("ts")
+        if reply.private:
+            await client.chat_postEphemeral(channel=event["channel"], user=event["user"],
+                                            text=fallback_text(reply), blocks=render_blocks(reply),
+                                            thread_ts=thread)
+        else:
+            await client.chat_postMessage(channel=event["channel"], text=fallback_text(reply),
+                                          blocks=render_blocks(reply), thread_ts=thread)
+
+    return app

@@ -1,0 +1,1 @@
+"""The FastAPI app: Slack endpoint, flags, health, metrics (billing and incident routes join it)."""

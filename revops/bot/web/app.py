@@ -1,0 +1,91 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..clock import Clock
+from ..db import head_revision
+from ..flags import read_flags
+from ..logs import request_id
+from ..metrics import ACK_SECONDS, render
+from ..outbox import Sender
+from ..runtime import Runtime
+from ..settings import Settings
+from .auth import require_bearer
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None,
+               with_worker: bool | None = None) -> FastAPI:
+    if with_worker is None:
+        with_worker = settings.env.revops_worker_in_serve
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = Runtime(settings, clock=clock, sender=sender, with_worker=with_worker)
+        await runtime.start()
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="revops", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def with_request_id(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        token = request_id.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-Id"] = rid
+        return response
+
+    @app.post("/slack/events")
+    async def slack_events(request: Request):
+        runtime: Runtime = request.app.state.runtime
+        if runtime.slack_handler is None:
+            return JSONResponse({"error": "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"},
+                                status_code=503)
+        started = time.perf_counter()
+        response = await runtime.slack_handler.handle(request)
+        ACK_SECONDS.labels(kind="slack").observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/flags")
+    async def flags(request: Request):
+        runtime: Runtime = request.app.state.runtime
+        require_bearer(request, settings.env.revops_admin_api_key)
+        async with runtime.services.db.transaction() as session:
+            state = await read_flags(session)
+        return state.as_json()
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"ok": True}
+
+    @app.get("/readyz")
+    async def readyz(request: Request):
+        runtime: Runtime = request.app.state.runtime
+        head = head_revision()
+        try:
+            current = await runtime.services.db.current_revision()
+        except Exception as exc:  # the database itself is unreachable
+            return JSONResponse({"ready": False, "database": f"unreachable ({type(exc).__name__})"}, status_code=503)
+        if current != head:
+            return JSONResponse({"ready": False, "database": "reachable", "migrations": f"at {current}, head is {head}"},
+                                status_code=503)
+        return {"ready": True, "database": "reachable", "migrations": f"at head ({head})"}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
