@@ -34,7 +34,6 @@ def payload(reply: Reply) -> dict[str, Any]:
 def build_slack_app(services: Services, router: Router, client) -> AsyncApp:
     env = services.settings.env
     app = AsyncApp(
-        token=env.slack_bot_token.get_secret_value(),
         signing_secret=env.slack_signing_secret.get_secret_value(),
         client=client,
         process_before_response=False,

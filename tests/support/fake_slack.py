@@ -1,0 +1,153 @@
+"""A small recording Slack Web API on loopback that answers like Slack: `ok`, `ts`,
+429 with Retry-After or 5xx when told to, and response_url endpoints."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .server import LiveServer
+
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:read"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    key: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class FakeSlack:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.calls: list[Call] = []
+        self.responses: list[Call] = []  # POSTs to response_url
+        self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
+        self._ts = itertools.count(1)
+        self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
+        app = Starlette(routes=[
+            Route("/api/{method}", self._api, methods=["POST", "GET"]),
+            Route("/respond/{key}", self._respond, methods=["POST"]),
+        ])
+        self.live = LiveServer(app)
+        self.url = self.live.url
+        self.api_url = f"{self.url}/api/"
+
+    def start(self) -> "FakeSlack":
+        self.live.start()
+        return self
+
+    def stop(self) -> None:
+        self.live.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.responses.clear()
+            self._failures.clear()
+            self.messages.clear()
+
+    def response_url(self, key: str = "r") -> str:
+        return f"{self.url}/respond/{key}"
+
+    # --- failure injection -------------------------------------------------
+    def fail(self, method: str, *, status: int = 429, retry_after: int = 1, times: int = 1,
+             error: str | None = None) -> None:
+        """Make the next `times` calls of `method` fail (HTTP status, or ok=false with `error`)."""
+        headers = {"Retry-After": str(retry_after)} if status == 429 else {}
+        body = {"ok": False, "error": error or ("ratelimited" if status == 429 else "internal_error")}
+        with self._lock:
+            self._failures.setdefault(method, []).extend([(status, headers, body)] * times)
+
+    # --- inspection ----------------------------------------------------------
+    def calls_of(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def attempts(self, method: str) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls if c.method == method)
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            calls = self.calls_of(method) if method != "respond" else self.responses_list()
+            if len(calls) >= count:
+                return calls
+            time.sleep(0.02)
+        got = self.calls_of(method) if method != "respond" else self.responses_list()
+        raise AssertionError(f"expected {count} {method} call(s), got {len(got)}")
+
+    def responses_list(self) -> list[Call]:
+        with self._lock:
+            return list(self.responses)
+
+    def everything_sent(self) -> str:
+        """All text that reached 'Slack', for leak checks."""
+        with self._lock:
+            return json.dumps([c.params for c in self.calls] + [c.params for c in self.responses], default=str)
+
+    # --- handlers --------------------------------------------------------------
+    async def _params(self, request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        ctype = request.headers.get("content-type", "")
+        if not raw:
+            return dict(request.query_params)
+        if "json" in ctype:
+            return json.loads(raw)
+        return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        params = await self._params(request)
+        call = Call(method, params, dict(request.headers))
+        with self._lock:
+            self.calls.append(call)
+            failures = self._failures.get(method)
+            failure = failures.pop(0) if failures else None
+        if failure:
+            status, headers, body = failure
+            return JSONResponse(body, status_code=status if status != 200 else 200, headers=headers)
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") and method != "api.test":
+            return JSONResponse({"ok": False, "error": "not_authed"})
+        if method == "auth.test":
+            return JSONResponse({"ok": True, "url": "https://revops-test.slack.com/", "team": "Test",
+                                 "user": "revops", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"},
+                                headers={"x-oauth-scopes": SCOPES})
+        if method == "chat.postMessage":
+            ts = f"{1700000000 + next(self._ts)}.000100"
+            channel = params.get("channel")
+            with self._lock:
+                self.messages[(channel, ts)] = params
+            return JSONResponse({"ok": True, "channel": channel, "ts": ts,
+                                 "message": {"text": params.get("text"), "ts": ts}})
+        if method == "chat.update":
+            key = (params.get("channel"), params.get("ts"))
+            with self._lock:
+                if key not in self.messages:
+                    return JSONResponse({"ok": False, "error": "message_not_found"})
+                self.messages[key] = params
+            return JSONResponse({"ok": True, "channel": key[0], "ts": key[1]})
+        if method == "chat.postEphemeral":
+            return JSONResponse({"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"})
+        return JSONResponse({"ok": True})
+
+    async def _respond(self, request: Request) -> Response:
+        params = await self._params(request)
+        with self._lock:
+            self.responses.append(Call("respond", params, dict(request.headers), request.path_params["key"]))
+        return Response("ok")
