@@ -35,7 +35,11 @@ class Worker:
     def __init__(self, services: Services, deliverer: Deliverer, jobs: list[PeriodicJob] | None = None):
         self.services = services
         self.deliverer = deliverer
-        self.jobs = jobs if jobs is not None else list(services.extras.get("jobs", []))
+        if jobs is None:
+            from .jobs import periodic_jobs
+
+            jobs = periodic_jobs(services.settings)
+        self.jobs = jobs
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._last_run: dict[str, float] = {}
 
