@@ -42,9 +42,10 @@ class Sender(Protocol):
 
 
 async def enqueue(session: AsyncSession, *, channel: str, reply: Reply, at: datetime, kind: str = "post",
-                  ref: str | None = None, thread_ts: str | None = None) -> OutgoingMessage:
+                  ref: str | None = None, thread_ts: str | None = None, held: bool = False) -> OutgoingMessage:
+    """Queue a post; `held=True` records it without ever sending it (panic mode)."""
     msg = OutgoingMessage(channel=channel, kind=kind, reply=reply.to_dict(), ref=ref, thread_ts=thread_ts,
-                          status="pending", attempts=0, next_attempt_at=at, created_at=at)
+                          status="held" if held else "pending", attempts=0, next_attempt_at=at, created_at=at)
     session.add(msg)
     if kind == "post" and ref:
         existing = await session.get(MessageRef, ref)
@@ -52,6 +53,19 @@ async def enqueue(session: AsyncSession, *, channel: str, reply: Reply, at: date
             session.add(MessageRef(ref=ref, channel=channel, ts=None))
     await session.flush()
     return msg
+
+
+async def post_automated(session: AsyncSession, *, channel: str | None, reply: Reply, at: datetime,
+                         ref: str | None = None) -> OutgoingMessage | None:
+    """A post made by automation (scheduler, probes, alerts): in panic mode it is
+    recorded as `held` and never sent. Returns the row (check `.status`)."""
+    from .flags import read_flags
+
+    if not channel:
+        return None
+    reply.private = False
+    panic = (await read_flags(session)).panic
+    return await enqueue(session, channel=channel, reply=reply, at=at, ref=ref, held=panic)
 
 
 class Deliverer:

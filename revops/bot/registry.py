@@ -35,6 +35,7 @@ class Command:
     dry_run: str = "simulate"
     role_note: str | None = None
     examples: list[str] = field(default_factory=list)
+    slow: bool = False  # always acknowledge at once and answer afterwards (probes, Stripe)
 
     @property
     def name(self) -> str:
@@ -59,6 +60,7 @@ class Action:
     handler: Callable[..., Awaitable[Any]]
     mutating: bool = True
     dry_run: str = "simulate"
+    slow: bool = False
 
 
 class CommandSet:
@@ -70,21 +72,23 @@ class CommandSet:
         self.actions: list[Action] = []
 
     def command(self, usage: str, *, summary: str, role: RoleRule, mutating: FlagRule = False,
-                dry_run: str = "simulate", role_note: str | None = None, examples: list[str] | None = None):
+                dry_run: str = "simulate", role_note: str | None = None, examples: list[str] | None = None,
+                slow: bool = False):
         assert dry_run in DRY_RUN_MODES
 
         def decorate(fn):
             self.commands.append(Command(self.family, Grammar.from_usage(usage), summary, role, fn, mutating,
-                                         dry_run, role_note, examples or []))
+                                         dry_run, role_note, examples or [], slow))
             return fn
 
         return decorate
 
-    def action(self, name: str, *, role: Role, mutating: bool = True, dry_run: str = "simulate"):
+    def action(self, name: str, *, role: Role, mutating: bool = True, dry_run: str = "simulate",
+               slow: bool = False):
         assert dry_run in DRY_RUN_MODES
 
         def decorate(fn):
-            self.actions.append(Action(self.family, f"{self.family}.{name}", role, fn, mutating, dry_run))
+            self.actions.append(Action(self.family, f"{self.family}.{name}", role, fn, mutating, dry_run, slow))
             return fn
 
         return decorate
@@ -137,6 +141,13 @@ class Registry:
             exc.usage = best.usage
             raise
         return best, args
+
+    def is_slow(self, text: str) -> bool:
+        try:
+            command, _ = self.find(text)
+        except UsageError:
+            return False
+        return command.slow
 
     def action(self, action_id: str) -> Action:
         name = action_id.removeprefix("revops:")
