@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from sqlalchemy.exc import IntegrityError
 
 from ..models import SlackDelivery
@@ -49,7 +50,7 @@ def build_slack_app(services: Services, router: Router, client) -> AsyncApp:
                     session.add(SlackDelivery(event_id=event_id, received_at=services.clock.now()))
             except IntegrityError:
                 log.info("duplicate delivery of event %s ignored", event_id)
-                return
+                return BoltResponse(status=200, body="")
         return await next()
 
     @app.command("/revops")

@@ -1,0 +1,51 @@
+"""/healthz, /readyz (migrations at head), /metrics, and no secret anywhere."""
+
+import asyncio
+
+from sqlalchemy import text
+
+from tests.support.harness import ADMIN, APPROVER, RESPONDER, SECRETS, VIEWER
+
+
+def test_healthz(bot):
+    r = bot.http.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+async def test_readyz_fails_while_migrations_are_not_at_head(bot):
+    r = bot.http.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True
+    async with bot.db() as db:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0001_core'"))
+    r = bot.http.get("/readyz")
+    assert r.status_code == 503
+    assert "at 0001_core" in r.json()["migrations"]
+
+
+def test_metrics_count_requests_by_command_and_outcome(bot):
+    bot.slash_text("help", user=VIEWER)
+    bot.slash_text("dryrun on", user=VIEWER)
+    body = bot.http.get("/metrics").text
+    assert 'revops_requests_total{command="help",outcome="ok"}' in body
+    assert 'revops_requests_total{command="dryrun",outcome="denied"}' in body
+    assert "revops_ack_seconds_bucket" in body
+
+
+async def test_no_secret_value_in_any_response_slack_call_or_log_line(bot, fake_slack, captured_logs):
+    responses = []
+    for user, line in [(VIEWER, "help"), (ADMIN, "dryrun on"), (ADMIN, "dryrun status"), (ADMIN, "panic on"),
+                       (RESPONDER, "audit"), (APPROVER, "audit"), (ADMIN, "nonsense here"),
+                       (ADMIN, "dryrun off")]:
+        responses.append(bot.slash(line, user=user).text)
+    responses.append(bot.http.get("/flags").text)
+    responses.append(bot.admin_get("/flags").text)
+    responses.append(bot.http.get("/readyz").text)
+    responses.append(bot.http.get("/metrics").text)
+    responses.append(bot.http.post("/slack/events", content="x=1").text)
+    await bot.wait_posts(2)
+    await asyncio.sleep(0.2)
+    seen = "\n".join(responses) + fake_slack.everything_sent() + "\n".join(captured_logs)
+    assert captured_logs, "the bot should have logged something"
+    for secret in SECRETS:
+        assert secret not in seen
