@@ -43,6 +43,8 @@ class Context:
     posts: list[PendingPost] = field(default_factory=list)
     audit_subject: str | None = None
     audit_detail: str | None = None
+    audit_data: dict[str, Any] = field(default_factory=dict)  # merged into the audit record's arguments
+    outcome: str | None = None  # a handler may name its outcome (e.g. "refused") instead of "ok"
     timeline: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -60,9 +62,10 @@ class Context:
         reply.private = False
         self.posts.append(PendingPost(channel, reply, "update", ref))
 
-    def note(self, *, subject: str | None = None, detail: str | None = None) -> None:
-        """Enrich this request's audit record."""
+    def note(self, *, subject: str | None = None, detail: str | None = None, **data: Any) -> None:
+        """Enrich this request's audit record (subject, a sentence, structured fields)."""
         if subject is not None:
             self.audit_subject = subject
         if detail is not None:
             self.audit_detail = detail
+        self.audit_data.update(data)

@@ -115,7 +115,7 @@ class Router:
                     await savepoint.rollback()
                 else:
                     reply = await call(ctx)
-                outcome = "dry_run" if simulate else "ok"
+                outcome = "dry_run" if simulate else (ctx.outcome or "ok")
                 if simulate:
                     reply.tag = "dry run"
                 for post in ctx.posts:
@@ -125,7 +125,8 @@ class Router:
                                   ref=post.ref, thread_ts=post.thread_ts)
                     posts += 1
                 if mutating:
-                    await audit.append(session, at=now, actor=actor, command=name, args=args, outcome=outcome,
+                    await audit.append(session, at=now, actor=actor, command=name, args={**args, **ctx.audit_data},
+                                       outcome=outcome,
                                        channel=channel, surface=surface, detail=ctx.audit_detail,
                                        subject=ctx.audit_subject)
                 record = ActionRecord(name, kind, actor, channel, args, outcome, mutating, reply.text, now, ctx)

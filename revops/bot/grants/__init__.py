@@ -1,0 +1,1 @@
+"""Credit grants and adjustments with four-eyes approval (SPEC §5)."""
