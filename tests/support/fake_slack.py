@@ -38,6 +38,7 @@ class FakeSlack:
         self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
+        self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/respond/{key}", self._respond, methods=["POST"]),
@@ -59,6 +60,7 @@ class FakeSlack:
             self.responses.clear()
             self._failures.clear()
             self.messages.clear()
+            self.socket_url = None
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -128,6 +130,10 @@ class FakeSlack:
             return JSONResponse({"ok": True, "url": "https://revops-test.slack.com/", "team": "Test",
                                  "user": "revops", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"},
                                 headers={"x-oauth-scopes": SCOPES})
+        if method == "apps.connections.open":
+            if not self.socket_url:
+                return JSONResponse({"ok": False, "error": "not_allowed_token_type"})
+            return JSONResponse({"ok": True, "url": self.socket_url})
         if method == "chat.postMessage":
             ts = f"{1700000000 + next(self._ts)}.000100"
             channel = params.get("channel")
