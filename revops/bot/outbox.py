@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -44,6 +45,9 @@ class Sender(Protocol):
 async def enqueue(session: AsyncSession, *, channel: str, reply: Reply, at: datetime, kind: str = "post",
                   ref: str | None = None, thread_ts: str | None = None, held: bool = False) -> OutgoingMessage:
     """Queue a post; `held=True` records it without ever sending it (panic mode)."""
+    if kind == "update" and not channel and ref:
+        existing = await session.get(MessageRef, ref)
+        channel = existing.channel if existing is not None else ""
     msg = OutgoingMessage(channel=channel, kind=kind, reply=reply.to_dict(), ref=ref, thread_ts=thread_ts,
                           status="held" if held else "pending", attempts=0, next_attempt_at=at, created_at=at)
     session.add(msg)
@@ -71,11 +75,16 @@ async def post_automated(session: AsyncSession, *, channel: str | None, reply: R
 class Deliverer:
     """Delivers pending posts; `kick()` after a commit, `run()` in the background."""
 
-    def __init__(self, db: Database, clock: Clock, sender: Sender | None, name: str | None = None):
+    def __init__(self, db: Database, clock: Clock, sender: Sender | None, name: str | None = None,
+                 interval: float = 1.0):
         self.db = db
         self.clock = clock
         self.sender = sender
         self.name = name or f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Slack allows about one message per second per channel: keep to it rather than meet 429s.
+        self.interval = interval
+        self._last_sent: dict[str, float] = {}
+        self._next_wake: float | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -88,29 +97,50 @@ class Deliverer:
                 await self.deliver_due()
             except Exception:  # keep delivering whatever one batch did
                 log.exception("outbox delivery failed")
+            timeout = every
+            if self._next_wake is not None:
+                timeout = max(0.01, min(every, self._next_wake - time.monotonic()))
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=every)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
 
-    async def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due; returns how many were sent."""
+    async def deliver_due(self, limit: int = 200) -> int:
+        """Send what is due, oldest first, in order within each channel and at most one
+        message per channel per `interval`; returns how many were sent."""
         if self.sender is None:
             return 0
         async with self._lock:
             sent = 0
             now = self.clock.now()
+            self._next_wake = None
             async with self.db.transaction() as s:
                 rows = (await s.execute(
-                    select(OutgoingMessage.id)
-                    .where(OutgoingMessage.status == "pending", OutgoingMessage.next_attempt_at <= now,
-                           or_(OutgoingMessage.claimed_until.is_(None), OutgoingMessage.claimed_until < now))
+                    select(OutgoingMessage.id, OutgoingMessage.channel, OutgoingMessage.next_attempt_at,
+                           OutgoingMessage.claimed_until)
+                    .where(OutgoingMessage.status == "pending")
                     .order_by(OutgoingMessage.id).limit(limit)
-                )).scalars().all()
-            for msg_id in rows:
-                if await self._deliver_one(msg_id):
-                    sent += 1
+                )).all()
+            blocked: set[str] = set()
+            for msg_id, channel, next_attempt_at, claimed_until in rows:
+                if channel in blocked:
+                    continue  # an earlier message of this channel goes first
+                if next_attempt_at > now or (claimed_until is not None and claimed_until >= now):
+                    blocked.add(channel)
+                    continue
+                wait = self._last_sent.get(channel, -1e9) + self.interval - time.monotonic()
+                if wait > 0:
+                    blocked.add(channel)
+                    wake = time.monotonic() + wait
+                    self._next_wake = wake if self._next_wake is None else min(self._next_wake, wake)
+                    continue
+                delivered = await self._deliver_one(msg_id)
+                self._last_sent[channel] = time.monotonic()
+                blocked.add(channel)  # one per channel per round; the pacing decides the next
+                sent += int(delivered)
+            if blocked and self._next_wake is None and any(c in self._last_sent for c in blocked):
+                self._next_wake = time.monotonic() + self.interval
             return sent
 
     async def _claim(self, msg_id: int) -> OutgoingMessage | None:

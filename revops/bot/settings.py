@@ -47,6 +47,7 @@ class EnvSettings(BaseSettings):
     revops_worker_in_serve: bool = False
     revops_log_level: str = "INFO"
     revops_tick: Duration = timedelta(seconds=5)
+    revops_post_interval: Duration = timedelta(seconds=1)  # per-channel pacing of posts to Slack
 
     @field_validator("database_url")
     @classmethod

@@ -56,6 +56,7 @@ def make_settings(tmp_path: Path, database_url: str, slack_api_url: str, extra_t
         revops_alerts_token=ALERTS_TOKEN,
         revops_config=str(config),
         revops_base_url="http://revops.test",
+        revops_post_interval="0.05s",  # tests that check the per-channel pacing set their own
     )
     values.update(env)
     return load_settings(**values)
