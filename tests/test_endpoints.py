@@ -49,3 +49,14 @@ async def test_no_secret_value_in_any_response_slack_call_or_log_line(bot, fake_
     assert captured_logs, "the bot should have logged something"
     for secret in SECRETS:
         assert secret not in seen
+
+
+def test_logs_are_json_lines_carrying_the_request_id(bot, captured_logs):
+    import json
+
+    response = bot.slash("dryrun status", user=VIEWER)
+    rid = response.headers["x-request-id"]
+    lines = [json.loads(line) for line in captured_logs]
+    mine = [line for line in lines if line["request_id"] == rid]
+    assert any(line["msg"] == "dryrun → ok" and line["logger"] == "revops.router" for line in mine)
+    assert all({"ts", "level", "logger", "msg", "request_id"} <= set(line) for line in lines)

@@ -19,6 +19,7 @@ from . import audit
 from .context import Context
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
 from .flags import read_flags
+from .logs import request_id as current_request_id
 from .metrics import REQUESTS
 from .outbox import enqueue
 from .reply import Reply
@@ -90,7 +91,7 @@ class Router:
                    request_id: str | None, message_ref: str | None = None) -> Outcome:
         services = self.services
         role = role_of(services.settings.cfg.roles, actor)
-        request_id = request_id or uuid.uuid4().hex[:12]
+        request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
         try:
             if role < needed:
                 denied = PermissionDenied(needed.name, role.name, name)
@@ -167,6 +168,7 @@ class Router:
     @staticmethod
     def _count(outcome: Outcome) -> Outcome:
         REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
+        log.info("%s → %s", outcome.name, outcome.outcome)
         return outcome
 
 
