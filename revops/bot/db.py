@@ -60,6 +60,27 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class _TaskLock:
+    """An asyncio lock the holding task may take again (nested units of work do not deadlock)."""
+
+    def __init__(self):
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task | None = None
+
+    @asynccontextmanager
+    async def hold(self):
+        task = asyncio.current_task()
+        if self._owner is task:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+
 class Database:
     """Engine plus session factory; `transaction()` is the unit of work."""
 
@@ -67,6 +88,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        # SQLite has one writer at a time; queueing in-process is fair and immediate, where
+        # SQLite's own busy handler polls with sleeps (long tails under concurrency).
+        self._sqlite_lock = _TaskLock() if url.startswith("sqlite") else None
 
     @property
     def dialect(self) -> str:
@@ -76,9 +100,15 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits once at the end, rolls back on any error."""
         try:
-            async with self.sessions() as session:
-                async with session.begin():
-                    yield session
+            if self._sqlite_lock is not None:
+                async with self._sqlite_lock.hold():
+                    async with self.sessions() as session:
+                        async with session.begin():
+                            yield session
+            else:
+                async with self.sessions() as session:
+                    async with session.begin():
+                        yield session
         except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
             if isinstance(exc, DBAPIError) and not _is_connection_error(exc):
                 raise

@@ -1,0 +1,191 @@
+"""Benchmark: acknowledgement latency of signed `/revops` commands through uvicorn on loopback,
+against a bare bolt AsyncApp on FastAPI whose /revops only acknowledges, measured in the same run.
+
+    python bench/ack_latency.py [--requests 300] [--concurrency 1,8,32] [--json out.json]
+
+Both servers run as `uvicorn` subprocesses on loopback with the same fake Slack Web API; the load
+comes from this process (httpx, signed requests). Prints p50/p99 per command and concurrency and
+the ratio of revops' p99 to the floor's. Target: p99 <= 1.3x the floor and under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.fake_slack import FakeSlack  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.slack_requests import sign, slash_body  # noqa: E402
+
+SECRET = "bench-signing-secret-0123456789"
+TOKEN = "xoxb-bench-token"
+CHANNEL = "C0BENCH"
+USER = "U0RESPONDER"
+COMMANDS = ["help", "credits acct_bench", "incident status"]
+TOML = f"""
+[slack]
+incident_channel = "{CHANNEL}"
+[roles]
+admin = ["U0ADMIN"]
+approver = ["U0APPROVER", "U0APPROVER2"]
+responder = ["{USER}"]
+"""
+
+
+def env_for(tmp: Path, slack: FakeSlack) -> dict[str, str]:
+    config = tmp / "revops.toml"
+    config.write_text(TOML)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/bench.db",
+        REVOPS_CONFIG=str(config),
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_API_URL=slack.api_url,
+        REVOPS_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def seed(env: dict[str, str]) -> None:
+    """An account with some credits and an open incident in the benchmark channel."""
+    script = f"""
+import asyncio
+from revops.bot.db import Database
+from revops.bot.clock import Clock
+async def main():
+    db = Database({env['DATABASE_URL']!r})
+    await db.upgrade()
+    from revops.bot.billing import ledger
+    now = Clock().now()
+    async with db.transaction() as s:
+        await ledger.ensure_account(s, "acct_bench", email="bench@example.com", at=now)
+        await ledger.append_entry(s, account_id="acct_bench", delta=250, kind="purchase", reason="bench",
+                                  actor="bench", idempotency_key="bench:1", at=now)
+    await db.dispose()
+asyncio.run(main())
+"""
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "revops", "exec", "incident declare P2 checkout bench incident",
+                    "--as", USER, "--channel", CHANNEL], env=env, check=True, cwd=ROOT, capture_output=True)
+
+
+def start_server(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.post(f"{url}/slack/events", timeout=1).status_code in (401, 403, 200, 404):
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{app} did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+
+
+async def measure(url: str, text: str, total: int, concurrency: int, slack: FakeSlack) -> list[float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for _ in range(total):
+        queue.put_nowait(None)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        async def one():
+            body = slash_body(text, user=USER, channel=CHANNEL, response_url=slack.response_url("bench"))
+            headers = sign(SECRET, body)
+            started = time.perf_counter()
+            response = await client.post("/slack/events", content=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"{text!r}: HTTP {response.status_code} {response.text[:200]}")
+            return elapsed
+
+        for _ in range(min(20, total)):  # warm-up: connections, first auth.test, caches
+            await one()
+
+        async def worker():
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                latencies.append(await one())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run(requests: int, levels: list[int]) -> dict:
+    slack = FakeSlack().start()
+    tmp = Path(tempfile.mkdtemp(prefix="revops-ack-bench-"))
+    env = env_for(tmp, slack)
+    seed(env)
+    servers = {}
+    try:
+        servers["revops"] = start_server("revops.bot.web.asgi:app", env)
+        servers["bare-bolt"] = start_server("bench.bare_bolt_app:app", env)
+        rows = []
+        for text in COMMANDS:
+            for concurrency in levels:
+                figures = {}
+                for name, (_, url) in servers.items():
+                    lat = asyncio.run(measure(url, text, requests, concurrency, slack))
+                    figures[name] = {"p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
+                                     "mean_ms": statistics.mean(lat) * 1000}
+                ratio = figures["revops"]["p99_ms"] / figures["bare-bolt"]["p99_ms"]
+                rows.append({"command": text, "concurrency": concurrency, **{
+                    f"{name}_{k}": round(v, 2) for name, f in figures.items() for k, v in f.items()},
+                    "p99_ratio": round(ratio, 2)})
+                print(f"{text:<20} c={concurrency:<3} revops p50 {figures['revops']['p50_ms']:6.1f} ms "
+                      f"p99 {figures['revops']['p99_ms']:6.1f} ms | bare bolt p50 {figures['bare-bolt']['p50_ms']:6.1f} ms "
+                      f"p99 {figures['bare-bolt']['p99_ms']:6.1f} ms | p99 ratio {ratio:4.2f}x", flush=True)
+        return {"requests": requests, "rows": rows,
+                "target": "revops p99 <= 1.3x bare bolt p99 and < 100 ms"}
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        slack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    result = run(args.requests, [int(c) for c in args.concurrency.split(",")])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The floor for the acknowledgement benchmark: a bare bolt AsyncApp on FastAPI whose
+/revops only acknowledges. Same bolt, same signature verification, same uvicorn."""
+
+import os
+
+from fastapi import FastAPI, Request
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+bolt = AsyncApp(
+    signing_secret=os.environ["SLACK_SIGNING_SECRET"],
+    client=AsyncWebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"]),
+)
+
+
+@bolt.command("/revops")
+async def revops(ack):
+    await ack()
+
+
+handler = AsyncSlackRequestHandler(bolt)
+app = FastAPI()
+
+
+@app.post("/slack/events")
+async def events(request: Request):
+    return await handler.handle(request)
