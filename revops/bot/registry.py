@@ -119,7 +119,14 @@ class Registry:
         text = text.strip()
         if text.startswith("/revops"):
             text = text[len("/revops"):].strip()
-        tokens = tokenize(text)
+        try:
+            tokens = tokenize(text)
+        except UsageError as exc:
+            # Name the command the person meant, so the answer carries its usage line.
+            words = [w.lower() for w in text.split()]
+            near = [c for c in self.commands if tuple(words[: len(c.grammar.path)]) == c.grammar.path]
+            exc.usage = max(near, key=lambda c: len(c.grammar.path)).usage if near else "help [command]"
+            raise
         if not tokens:
             tokens = ["help"]
         lowered = [t.lower() for t in tokens]
