@@ -20,6 +20,15 @@ def _settings(**overrides) -> Settings:
         raise SystemExit(2) from None
 
 
+def _templates_ok(settings: Settings) -> None:
+    from .templating import render_check
+
+    problems = render_check(settings)
+    if problems:
+        print(f"revops: configuration error: {problems[0]}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -27,6 +36,7 @@ def cmd_serve(args) -> int:
     from .web.app import create_app
 
     settings = _settings()
+    _templates_ok(settings)
     setup_logging(settings)
     app = create_app(settings, with_worker=True if args.with_worker else None)
     uvicorn.run(app, host=args.host, port=args.port or settings.env.port, log_level="warning",
@@ -40,6 +50,7 @@ def cmd_worker(args) -> int:
     from .worker import Worker
 
     settings = _settings()
+    _templates_ok(settings)
     setup_logging(settings)
 
     async def main():
@@ -170,6 +181,13 @@ def cmd_audit_verify(args) -> int:
     return asyncio.run(main())
 
 
+def cmd_preflight(args) -> int:
+    """The go-live checklist, one line per check; exit 1 on any fail (for deploy pipelines)."""
+    from .health.cli import preflight_main
+
+    return preflight_main(_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revops", description="Revenue and billing incident-response bot")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -214,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="auditcmd", required=True)
     q = asub.add_parser("verify", help="check the hash chain; exit 1 if a record was altered or removed")
     q.set_defaults(fn=cmd_audit_verify)
+
+    p = sub.add_parser("preflight", help="go-live checklist; exit 1 on any fail")
+    p.set_defaults(fn=cmd_preflight)
     return parser
 
 

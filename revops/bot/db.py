@@ -1,7 +1,11 @@
 """The database: an async SQLAlchemy engine for SQLite or PostgreSQL, and migrations.
 
-SQLite write transactions start with BEGIN IMMEDIATE so concurrent writers queue
-on the busy timeout instead of failing on a stale snapshot.
+SQLite has one writer at a time. Its transactions start with BEGIN IMMEDIATE (so a
+writer never fails on a stale snapshot) and, inside one process, queue on an asyncio
+lock taken when the transaction really begins — its first statement — and given back
+when it ends: fair and immediate, where SQLite's busy handler polls with sleeps. A
+unit of work that talks to Stripe or probes services before its first statement does
+not hold the lock while it waits on the network.
 """
 
 from __future__ import annotations
@@ -18,15 +22,40 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+class SqliteWriteLock:
+    """One transaction at a time in this process; the owning task may nest."""
+
+    def __init__(self):
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task | None = None
+        self._depth = 0
+
+    async def acquire(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            self._depth += 1
+            return
+        await self._lock.acquire()
+        self._owner, self._depth = task, 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth <= 0:
+            self._owner, self._depth = None, 0
+            self._lock.release()
+
+
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        lock = SqliteWriteLock()
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):
@@ -41,8 +70,21 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await_only(lock.acquire())
+            conn.info["revops_lock"] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                conn.info.pop("revops_lock", None)
+                lock.release()
+                raise
 
+        def _release(conn):
+            if conn.info.pop("revops_lock", False):
+                lock.release()
+
+        event.listen(engine.sync_engine, "commit", _release)
+        event.listen(engine.sync_engine, "rollback", _release)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -60,27 +102,6 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-class _TaskLock:
-    """An asyncio lock the holding task may take again (nested units of work do not deadlock)."""
-
-    def __init__(self):
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task | None = None
-
-    @asynccontextmanager
-    async def hold(self):
-        task = asyncio.current_task()
-        if self._owner is task:
-            yield
-            return
-        async with self._lock:
-            self._owner = task
-            try:
-                yield
-            finally:
-                self._owner = None
-
-
 class Database:
     """Engine plus session factory; `transaction()` is the unit of work."""
 
@@ -88,9 +109,6 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
-        # SQLite has one writer at a time; queueing in-process is fair and immediate, where
-        # SQLite's own busy handler polls with sleeps (long tails under concurrency).
-        self._sqlite_lock = _TaskLock() if url.startswith("sqlite") else None
 
     @property
     def dialect(self) -> str:
@@ -100,15 +118,9 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits once at the end, rolls back on any error."""
         try:
-            if self._sqlite_lock is not None:
-                async with self._sqlite_lock.hold():
-                    async with self.sessions() as session:
-                        async with session.begin():
-                            yield session
-            else:
-                async with self.sessions() as session:
-                    async with session.begin():
-                        yield session
+            async with self.sessions() as session:
+                async with session.begin():
+                    yield session
         except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
             if isinstance(exc, DBAPIError) and not _is_connection_error(exc):
                 raise

@@ -23,9 +23,24 @@ TOUR: list[tuple[str, str]] = [
     ("U0ADMIN", "/revops panic off"),
     ("U0RESPONDER", "/revops frobnicate"),
     ("U0APPROVER", "/revops audit"),
+    ("U0VIEWER", "/revops health"),  # the example service cannot be reached offline: shown as down
+    ("U0RESPONDER", "/revops preflight"),
 ]
 
 
 async def seed(services: Services) -> None:
     for seeder in SEEDERS:
         await seeder(services)
+
+
+# Billing sample data (revops/bot/billing/demo.py).
+from .billing.demo import BILLING_TOUR, seed_billing  # noqa: E402
+
+SEEDERS.append(seed_billing)
+TOUR += BILLING_TOUR
+
+# Incident sample data and tour (revops/bot/incidents/demo.py).
+from .incidents.demo import INCIDENT_TOUR, seed_incidents  # noqa: E402
+
+SEEDERS.append(seed_incidents)
+TOUR += INCIDENT_TOUR

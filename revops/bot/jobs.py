@@ -8,4 +8,16 @@ from .worker import PeriodicJob
 
 def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     jobs: list[PeriodicJob] = []
+    from .incidents.scheduler import periodic_job as incident_scheduler
+
+    jobs.append(incident_scheduler(settings))  # incident cadences, escalation, registered global jobs
+    from datetime import timedelta
+
+    from .grants.service import expire_due
+
+    jobs.append(PeriodicJob("grant_expiry", timedelta(seconds=15), expire_due))  # pending requests past approval_ttl
+    if settings.cfg.services:
+        from .health.job import probe_round
+
+        jobs.append(PeriodicJob("health_probes", settings.cfg.health.probe_every, probe_round))
     return jobs

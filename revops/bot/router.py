@@ -102,9 +102,12 @@ class Router:
                 return self._count(Outcome(Reply(f":no_entry: {denied}"), name, "denied"))
 
             posts = 0
+            # Flags first, in their own short transaction: the unit of work below begins at the
+            # handler's first statement, so network calls made before it hold no database lock.
+            async with services.db.transaction() as session:
+                flags = await read_flags(session)
             async with services.db.transaction() as session:
                 now = services.clock.now()
-                flags = await read_flags(session)
                 ctx = Context(services=services, session=session, actor=actor, role=role, channel=channel,
                               surface=surface, now=now, flags=flags, request_id=request_id,
                               message_ref=message_ref)

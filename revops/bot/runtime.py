@@ -29,7 +29,8 @@ class Runtime:
 
             self.web_client = make_web_client(settings)
             sender = SlackSender(self.web_client)
-        self.deliverer = Deliverer(self.services.db, self.services.clock, sender)
+        self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
+                                   interval=settings.env.revops_post_interval.total_seconds())
         self.services.on_posts.append(self.deliverer.kick)
         self.with_worker = with_worker
         self._tasks: list[asyncio.Task] = []
@@ -50,6 +51,9 @@ class Runtime:
         self.slack_handler = AsyncSlackRequestHandler(self.slack_app)
 
     async def start(self) -> None:
+        from .templating import check_templates
+
+        check_templates(self.settings)  # a template that fails to render stops start-up, naming it
         await self.services.db.upgrade()
         self.build_slack()
         self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
@@ -59,12 +63,24 @@ class Runtime:
             self._tasks.append(asyncio.create_task(Worker(self.services, self.deliverer).run_forever(),
                                                    name="worker"))
         if self.settings.env.slack_app_token is not None and self.slack_app is not None:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+            self._tasks.append(asyncio.create_task(self._socket_mode(), name="socket-mode"))
 
-            handler = AsyncSocketModeHandler(self.slack_app, self.settings.env.slack_app_token.get_secret_value())
-            await handler.connect_async()
-            self._socket_handler = handler
-            log.info("Socket Mode connected")
+    async def _socket_mode(self) -> None:
+        """Connect over Socket Mode, retrying with back-off while Slack is unreachable."""
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(self.slack_app, self.settings.env.slack_app_token.get_secret_value())
+        self._socket_handler = handler
+        delay = 1.0
+        while True:
+            try:
+                await handler.connect_async()
+                log.info("Socket Mode connected")
+                return
+            except Exception as exc:
+                log.warning("Socket Mode connection failed (%s); retrying in %.0fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .clock import Clock
 from .db import Database
 from .registry import Registry
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .billing.stripe_client import StripeClient
 
 
 @dataclass
@@ -23,14 +26,23 @@ class Services:
     # Called after a commit that queued posts (the Slack adapter delivers them).
     on_posts: list[Callable[[], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # The Stripe gateway (revops/bot/billing/stripe_client.py); None only in hand-built Services.
+    stripe: "StripeClient | None" = None
 
 
 def build_services(settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
     from revops.commands import build_registry
 
-    return Services(
+    from .billing.stripe_client import StripeClient
+
+    services = Services(
         settings=settings,
         db=db or Database(settings.env.database_url),
         clock=clock or Clock(),
         registry=build_registry(),
+        stripe=StripeClient.from_settings(settings),
     )
+    from .incidents.timeline import record_action
+
+    services.recorders.append(record_action)  # the incident timeline
+    return services

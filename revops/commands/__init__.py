@@ -2,11 +2,12 @@
 
 from revops.bot.registry import Registry
 
-from . import audit, flags, help
+from . import audit, credits, customer, flags, health, help, preflight, reconcile, replay, sync
+from . import grant, impact, incident
 
 
 def build_registry() -> Registry:
     registry = Registry()
-    for family in (help, flags, audit):
+    for family in (help, flags, audit, customer, credits, replay, sync, reconcile, health, preflight, incident, impact, grant):
         registry.add(family.commands)
     return registry

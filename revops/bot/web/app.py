@@ -18,6 +18,8 @@ from ..outbox import Sender
 from ..runtime import Runtime
 from ..settings import Settings
 from .auth import require_bearer
+from .stripe_routes import router as stripe_router
+from ..incidents.web import router as incidents_router
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None,
@@ -58,6 +60,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
         response = await runtime.slack_handler.handle(request)
         ACK_SECONDS.labels(kind="slack").observe(time.perf_counter() - started)
         return response
+
+    app.include_router(stripe_router)
+    app.include_router(incidents_router)
 
     @app.get("/flags")
     async def flags(request: Request):

@@ -1,0 +1,57 @@
+"""Sample billing data for `revops console --demo`: stored locally only, no Stripe account needed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from . import ledger
+from .mirror import upsert_customer, upsert_invoice, upsert_subscription
+from .webhooks import store_and_apply
+
+
+async def seed_billing(services) -> None:
+    now = services.clock.now()
+    version = int(now.timestamp()) - 3600
+    async with services.db.transaction() as session:
+        ada = {"id": "cus_DEMOada0001", "email": "ada@example.com", "name": "Ada Lovelace",
+               "metadata": {"user_id": "acct_ada"}}
+        await upsert_customer(session, ada, version=version, at=now)
+        await upsert_subscription(session, {
+            "id": "sub_DEMOada0001", "customer": ada["id"], "status": "active", "cancel_at_period_end": False,
+            "current_period_end": version + 20 * 86400, "items": {"data": [{"price": {"id": "price_pro_monthly"}}]},
+        }, version=version, at=now)
+        await upsert_invoice(session, {
+            "id": "in_DEMOada0002", "customer": ada["id"], "subscription": "sub_DEMOada0001", "status": "open",
+            "currency": "usd", "amount_due": 4900, "amount_paid": 0, "amount_remaining": 4900, "attempt_count": 2,
+            "next_payment_attempt": version + 86400, "created": version - 86400,
+        }, version=version, at=now, payment_failed=True)
+        await ledger.append_entry(session, account_id="acct_ada", delta=200, kind="purchase",
+                                  reason="credit pack bought (checkout cs_DEMO1)", actor="stripe",
+                                  idempotency_key="demo:ada:1", at=now - timedelta(days=3))
+        await ledger.append_entry(session, account_id="acct_ada", delta=50, kind="grant",
+                                  reason="goodwill after the checkout outage", actor="U0APPROVER",
+                                  idempotency_key="demo:ada:2", at=now - timedelta(days=1))
+        await ledger.append_entry(session, account_id="acct_ada", delta=-30, kind="claim",
+                                  reason="credits spent in the app", actor="app", idempotency_key="demo:ada:3",
+                                  at=now - timedelta(hours=5))
+        await ledger.ensure_account(session, "acct_grace", email="grace@example.com", at=now)
+        await ledger.append_entry(session, account_id="acct_grace", delta=40, kind="grant",
+                                  reason="trial credits", actor="U0APPROVER", idempotency_key="demo:grace:1",
+                                  at=now - timedelta(days=2))
+        # Two billing events as the webhook would have stored them: one applied, one that failed.
+        await store_and_apply(session, {
+            "id": "evt_DEMOpaymentfailed", "type": "invoice.payment_failed", "created": version, "livemode": False,
+            "data": {"object": {"id": "in_DEMOada0002", "customer": ada["id"], "status": "open", "attempt_count": 2,
+                                "amount_due": 4900, "currency": "usd", "created": version - 86400}},
+        }, source="webhook", now=now)
+        await store_and_apply(session, {
+            "id": "evt_DEMOcheckoutbad", "type": "checkout.session.completed", "created": version, "livemode": False,
+            "data": {"object": {"id": "cs_DEMObad", "customer": ada["id"], "payment_status": "paid",
+                                "metadata": {"credits": "ten"}}},
+        }, source="webhook", now=now)
+
+
+BILLING_TOUR: list[tuple[str, str]] = [
+    ("U0VIEWER", "/revops credits acct_ada"),
+    ("U0VIEWER", "/revops customer ada@example.com"),  # no Stripe key in the demo: the mirror alone
+]

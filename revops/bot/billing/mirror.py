@@ -1,0 +1,227 @@
+"""The billing mirror: customers, subscriptions and invoices as Stripe last told us.
+
+Each row keeps `version`, the Stripe time (epoch seconds) of the state it holds: an event
+applies only when it is at least as new, so an older event never overwrites newer state.
+`sync_*` pull the objects from Stripe, overwrite the rows whatever their version, and
+return what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .ledger import link_account
+from .sqlutil import insert_ignore
+from .models import StripeCustomer, StripeInvoice, StripeSubscription
+from .stripe_client import StripeClient
+
+
+@dataclass
+class MirrorChange:
+    """What one upsert did: created, changed (field: old → new), unchanged, or skipped as stale."""
+
+    object_id: str
+    kind: str  # customer | subscription | invoice
+    created: bool = False
+    stale: bool = False
+    changes: list[str] = field(default_factory=list)
+
+    def sentence(self) -> str:
+        if self.stale:
+            return f"{self.kind} {self.object_id}: newer state already mirrored; not applied"
+        if self.created:
+            return f"{self.kind} {self.object_id}: added to the mirror"
+        if self.changes:
+            return f"{self.kind} {self.object_id}: " + "; ".join(self.changes)
+        return f"{self.kind} {self.object_id}: unchanged"
+
+    @property
+    def changed(self) -> bool:
+        return self.created or bool(self.changes)
+
+
+def ts(value: Any) -> datetime | None:
+    if value in (None, "", 0):
+        return None
+    return datetime.fromtimestamp(int(value), tz=timezone.utc)
+
+
+def ref_id(value: Any) -> str | None:
+    """An id whether Stripe sent the id or the expanded object."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value or None
+
+
+def account_id_for(customer: dict[str, Any]) -> str:
+    """The app account of a Stripe customer: its metadata.user_id, else its customer id."""
+    user_id = ((customer.get("metadata") or {}).get("user_id") or "").strip()
+    return user_id or customer["id"]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    if value is None:
+        return "—"
+    return str(value)
+
+
+# Stripe times are whole seconds, so several events of one object often share one. Within a
+# second, state only moves forward along these ranks (a draft invoice never replaces a paid one).
+_RANKS = {
+    "invoice": {"draft": 0, "open": 1, "paid": 2, "uncollectible": 2, "void": 3},
+    "subscription": {"incomplete": 0, "trialing": 1, "active": 2, "past_due": 3, "unpaid": 4,
+                     "incomplete_expired": 5, "canceled": 5},
+}
+
+
+def _rank(kind: str, values: dict[str, Any], row: Any = None) -> int:
+    if kind == "customer":
+        return int(bool(values.get("deleted") if row is None else row.deleted))
+    status = values.get("status") if row is None else row.status
+    return _RANKS.get(kind, {}).get(status or "", 0)
+
+
+def _with_defaults(model, values: dict[str, Any]) -> dict[str, Any]:
+    """Column defaults filled in, since a Core insert does not apply the ORM's."""
+    out = dict(values)
+    for column in model.__table__.columns:
+        if column.name not in out and column.default is not None and not callable(column.default.arg):
+            out[column.name] = column.default.arg
+    return out
+
+
+async def _upsert(session: AsyncSession, model, object_id: str, kind: str, values: dict[str, Any], version: int,
+                  at: datetime, force: bool) -> tuple[MirrorChange, Any]:
+    result = MirrorChange(object_id, kind)
+    # Row lock (PostgreSQL): concurrent events of one object are compared and applied one at a time.
+    row = await session.get(model, object_id, with_for_update=True, populate_existing=True)
+    if row is None:
+        full = dict(id=object_id, version=version, updated_at=at, **values)
+        if await insert_ignore(session, model, _with_defaults(model, full), ["id"]):
+            result.created = True
+            return result, None
+        # A concurrent event created it first: compare with what it wrote.
+        row = await session.get(model, object_id, with_for_update=True, populate_existing=True)
+    if not force and (version < (row.version or 0) or
+                      (version == row.version and _rank(kind, values) < _rank(kind, values, row))):
+        result.stale = True
+        return result, row
+    for name, value in values.items():
+        old = getattr(row, name)
+        if old != value:
+            result.changes.append(f"{name.replace('_', ' ')} {_show(old)} → {_show(value)}")
+            setattr(row, name, value)
+    row.version = max(version, row.version or 0) if not force else version
+    row.updated_at = at
+    return result, row
+
+
+async def upsert_customer(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
+                          deleted: bool = False, force: bool = False) -> MirrorChange:
+    deleted = bool(deleted or obj.get("deleted"))
+    if deleted and not obj.get("email"):
+        values: dict[str, Any] = dict(deleted=True)  # a deleted customer's tombstone has no details
+    else:
+        values = dict(email=obj.get("email"), name=obj.get("name"), account_id=account_id_for(obj), deleted=deleted)
+    result, row = await _upsert(session, StripeCustomer, obj["id"], "customer", values, version, at, force)
+    if result.created:
+        if not values.get("deleted") and values.get("account_id"):
+            await link_account(session, values["account_id"], stripe_customer_id=obj["id"], email=values.get("email"),
+                               at=at)
+    elif not result.stale and not row.deleted:
+        await link_account(session, row.account_id, stripe_customer_id=row.id, email=row.email, at=at)
+    return result
+
+
+def subscription_values(obj: dict[str, Any]) -> dict[str, Any]:
+    items = ((obj.get("items") or {}).get("data") or [])
+    first = items[0] if items else {}
+    price = ref_id(first.get("price")) if first else None
+    plan = price or ref_id(first.get("plan")) or ref_id(obj.get("plan"))
+    period_end = obj.get("current_period_end") or first.get("current_period_end")
+    return dict(customer_id=ref_id(obj.get("customer")), status=obj.get("status") or "unknown", plan=plan,
+                current_period_end=ts(period_end), cancel_at_period_end=bool(obj.get("cancel_at_period_end")))
+
+
+async def upsert_subscription(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
+                              force: bool = False) -> MirrorChange:
+    result, _ = await _upsert(session, StripeSubscription, obj["id"], "subscription", subscription_values(obj),
+                              version, at, force)
+    return result
+
+
+def invoice_values(obj: dict[str, Any], payment_failed: bool | None) -> dict[str, Any]:
+    subscription = ref_id(obj.get("subscription"))
+    if subscription is None:
+        parent = obj.get("parent") or {}
+        subscription = ref_id((parent.get("subscription_details") or {}).get("subscription"))
+    status = obj.get("status")
+    attempts = int(obj.get("attempt_count") or 0)
+    if payment_failed is None:
+        payment_failed = status == "open" and attempts > 0
+    return dict(customer_id=ref_id(obj.get("customer")), subscription_id=subscription, status=status,
+                currency=obj.get("currency"), amount_due=int(obj.get("amount_due") or 0),
+                amount_paid=int(obj.get("amount_paid") or 0), amount_remaining=int(obj.get("amount_remaining") or 0),
+                attempt_count=attempts, next_payment_attempt=ts(obj.get("next_payment_attempt")),
+                payment_failed=bool(payment_failed), invoice_created=ts(obj.get("created")))
+
+
+async def upsert_invoice(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
+                         payment_failed: bool | None = None, force: bool = False) -> MirrorChange:
+    values = invoice_values(obj, payment_failed)
+    result, _ = await _upsert(session, StripeInvoice, obj["id"], "invoice", values, version, at, force)
+    return result
+
+
+# -- sync: Stripe's current state overwrites the mirror ------------------------------------------------
+
+
+async def sync_customer(session: AsyncSession, stripe: StripeClient, customer_id: str, at: datetime) -> list[MirrorChange] | None:
+    """Customer, all its subscriptions and its recent invoices; None when Stripe has no such customer.
+
+    Everything is fetched before anything is written, so a Stripe failure halfway writes nothing."""
+    customer = await stripe.retrieve("customer", customer_id)
+    if customer is None:
+        return None
+    deleted = bool(customer.get("deleted"))
+    subscriptions = [] if deleted else await stripe.list("subscription", customer=customer_id, status="all",
+                                                         max_items=200)
+    invoices = [] if deleted else await stripe.page("invoice", customer=customer_id, limit=20)
+    version = int(at.timestamp())
+    changes = [await upsert_customer(session, customer, version=version, at=at, deleted=deleted, force=True)]
+    for sub in subscriptions:
+        changes.append(await upsert_subscription(session, sub, version=version, at=at, force=True))
+    for inv in invoices:
+        changes.append(await upsert_invoice(session, inv, version=version, at=at, force=True))
+    # Subscriptions the mirror has that Stripe no longer lists for this customer.
+    seen = {s["id"] for s in subscriptions}
+    local = (await session.execute(
+        select(StripeSubscription).where(StripeSubscription.customer_id == customer_id))).scalars()
+    for row in local:
+        if row.id not in seen:
+            changes.append(MirrorChange(row.id, "subscription",
+                                        changes=["unknown to Stripe for this customer (left as it was)"]))
+    return changes
+
+
+async def sync_subscription(session: AsyncSession, stripe: StripeClient, subscription_id: str,
+                            at: datetime) -> list[MirrorChange] | None:
+    sub = await stripe.retrieve("subscription", subscription_id)
+    if sub is None:
+        return None
+    customer_id = ref_id(sub.get("customer"))
+    customer = await stripe.retrieve("customer", customer_id) if customer_id else None
+    version = int(at.timestamp())
+    changes = []
+    if customer is not None:
+        changes.append(await upsert_customer(session, customer, version=version, at=at,
+                                             deleted=bool(customer.get("deleted")), force=True))
+    changes.append(await upsert_subscription(session, sub, version=version, at=at, force=True))
+    return changes

@@ -1,0 +1,134 @@
+"""Probe results kept for the p95, the last status per service, and the one post
+to the incident channel when a production service goes down.
+
+Safe on several workers: the transition to down is a conditional update (only
+the writer that flips the row posts), and the scheduled round is a lease.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..outbox import post_automated
+from ..reply import Reply
+from ..settings import Settings
+from .models import HealthProbe, HealthRun, HealthStatus
+from .probes import ProbeResult
+
+RECENT_PROBES = 50  # the p95 is taken over this many of the newest probes...
+RECENT_WINDOW = timedelta(hours=24)  # ...no older than this
+KEEP_FOR = timedelta(days=7)
+
+
+@dataclass
+class P95:
+    value_ms: float | None
+    samples: int
+    slo_ms: float
+
+    @property
+    def within_slo(self) -> bool | None:
+        return None if self.value_ms is None else self.value_ms <= self.slo_ms
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile (the value at least pct% of the samples do not exceed)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def record_probes(session: AsyncSession, results: Iterable[ProbeResult], *, at: datetime,
+                        settings: Settings) -> list[ProbeResult]:
+    """Store the results, update each service's last status, and post once to the
+    incident channel for every production service that has just gone down (held, not
+    sent, in panic mode). Returns the services that went down."""
+    went_down: list[ProbeResult] = []
+    for r in results:
+        session.add(HealthProbe(service=r.name, env=r.env, at=at, status=r.status, http_code=r.code,
+                                latency_ms=r.latency_ms, version=r.version, detail=r.detail[:200]))
+        if await _transition(session, r, at) and r.status == "down" and r.env == "production":
+            went_down.append(r)
+    await session.flush()
+    for r in went_down:
+        await post_automated(session, channel=settings.cfg.slack.incident_channel, reply=down_post(r, at), at=at)
+    return went_down
+
+
+async def _transition(session: AsyncSession, r: ProbeResult, at: datetime) -> bool:
+    """Set the service's last status; True when it changed (a conditional update, so
+    of two concurrent writers only one sees the change)."""
+    changed = await session.execute(
+        update(HealthStatus)
+        .where(HealthStatus.service == r.name, HealthStatus.env == r.env, HealthStatus.status != r.status)
+        .values(status=r.status, changed_at=at, checked_at=at)
+    )
+    if changed.rowcount == 1:
+        return True
+    exists = await session.execute(
+        update(HealthStatus).where(HealthStatus.service == r.name, HealthStatus.env == r.env)
+        .values(checked_at=at)
+    )
+    if exists.rowcount == 1:
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(HealthStatus(service=r.name, env=r.env, status=r.status, changed_at=at, checked_at=at))
+    except IntegrityError:  # another writer recorded this service first
+        return False
+    return True
+
+
+def down_post(r: ProbeResult, at: datetime) -> Reply:
+    parts = [r.detail]
+    if r.latency_ms is not None:
+        parts.append(f"{r.latency_ms:.0f} ms")
+    return Reply(
+        f":red_circle: *{r.name}* ({r.env}) is down: {' · '.join(parts)}.",
+        footer=f"Health probe at {at:%Y-%m-%d %H:%M:%S} UTC. `/revops health {r.name}` to check again.",
+        private=False,
+    )
+
+
+async def recent_p95(session: AsyncSession, results: Iterable[ProbeResult], *, at: datetime) -> dict[tuple[str, str], P95]:
+    """The p95 latency of the recent probes of each service, against its SLO.
+    Probes that got no answer at all (refused, DNS) carry no latency and are not counted;
+    timeouts count with the time waited."""
+    out: dict[tuple[str, str], P95] = {}
+    for r in results:
+        if r.key in out:
+            continue
+        rows = (await session.execute(
+            select(HealthProbe.latency_ms)
+            .where(HealthProbe.service == r.name, HealthProbe.env == r.env, HealthProbe.at >= at - RECENT_WINDOW,
+                   HealthProbe.latency_ms.is_not(None))
+            .order_by(HealthProbe.at.desc(), HealthProbe.id.desc())
+            .limit(RECENT_PROBES)
+        )).scalars().all()
+        out[r.key] = P95(percentile(rows, 95), len(rows), r.slo_ms)
+    return out
+
+
+async def claim_round(session: AsyncSession, *, at: datetime, every: timedelta, worker: str) -> bool:
+    """Take the next scheduled probe round (one worker per interval, whatever the number of workers)."""
+    # A little slack, so loop jitter does not make every other tick miss its turn.
+    next_at = at + every * 0.9
+    result = await session.execute(
+        update(HealthRun)
+        .where(HealthRun.id == 1, or_(HealthRun.next_at.is_(None), HealthRun.next_at <= at))
+        .values(next_at=next_at, claimed_by=worker[:100])
+    )
+    return result.rowcount == 1
+
+
+async def prune(session: AsyncSession, *, at: datetime) -> None:
+    await session.execute(delete(HealthProbe).where(HealthProbe.at < at - KEEP_FOR))

@@ -1,0 +1,98 @@
+"""Incident tables: incidents, their timelines, monitoring alerts, and the
+scheduler's jobs (stored in the database so they survive restarts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..models import Base, BigId
+
+STATUSES = ("declared", "acknowledged", "mitigated", "resolved")
+SEVERITIES = ("P1", "P2", "P3")
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64), index=True)
+    # The channel while the incident is open, NULL once resolved: one open incident per channel.
+    open_channel: Mapped[str | None] = mapped_column(String(64), unique=True)
+    severity: Mapped[str] = mapped_column(String(4))
+    stage: Mapped[str] = mapped_column(String(100))
+    summary: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    declared_by: Mapped[str] = mapped_column(String(64))
+    commander: Mapped[str | None] = mapped_column(String(64))
+    detected_at: Mapped[datetime]  # when the clocks started (the alert's arrival, or the declaration)
+    declared_at: Mapped[datetime] = mapped_column(index=True)
+    acknowledged_at: Mapped[datetime | None]
+    mitigated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    root_cause: Mapped[str | None] = mapped_column(Text)
+    # {"baseline": 0.032, "current": 0.021, "traffic": 1200.0, "aov": 80.0}; any may be missing
+    impact: Mapped[dict | None]
+    last_human_update_at: Mapped[datetime | None]
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)  # levels already notified
+    alert_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class TimelineEntry(Base):
+    __tablename__ = "incident_timeline"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(BigId, ForeignKey("incidents.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None]
+
+
+class Alert(Base):
+    """A monitoring alert (POST /alerts); P1/P2 ones get a card and an escalation clock."""
+
+    __tablename__ = "incident_alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    stage: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(100))
+    baseline_mean: Mapped[float] = mapped_column(Float)
+    baseline_std: Mapped[float] = mapped_column(Float)
+    current: Mapped[float] = mapped_column(Float)
+    traffic_per_hour: Mapped[float | None] = mapped_column(Float)
+    aov: Mapped[float | None] = mapped_column(Float)
+    sigma: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16))  # recorded | open | acknowledged | declared
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None]
+    incident_id: Mapped[int | None] = mapped_column(BigId)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ScheduledJob(Base):
+    """One scheduled job: due at `due_at`, every `every_seconds` (or once).
+
+    A worker claims a due job and runs it in one transaction (row lock with SKIP
+    LOCKED on PostgreSQL; SQLite write transactions are serial), then moves
+    `due_at` to the next slot after now: a long outage yields one catch-up run."""
+
+    __tablename__ = "scheduled_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    incident_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    every_seconds: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | done
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict | None]

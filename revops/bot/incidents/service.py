@@ -1,0 +1,235 @@
+"""Incident lifecycle: declare → acknowledge → (mitigate) → resolve, and the
+lookups every command shares. Handlers call these; they never write the
+timeline themselves for commands (the router's recorder does, from
+`ctx.timeline`), only for automation (jobs, alerts)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..errors import Conflict, NotFound, UsageError
+from ..settings import Settings
+from . import links
+from .models import SEVERITIES, Incident, TimelineEntry
+from .scheduler import stop_jobs, upsert_job
+
+BOT = "revops"
+INCIDENT_JOB_KINDS = ("revenue_update", "engineering_update", "update_reminder", "exec_summary", "escalation")
+EXEC_SUMMARY_EVERY = timedelta(days=1)
+_REF = re.compile(r"#?(\d{1,12})")
+
+
+def parse_severity(raw: str | None) -> str:
+    value = (raw or "").strip().upper()
+    if value not in SEVERITIES:
+        raise UsageError(f"unknown severity `{(raw or '')[:20]}`: use P1, P2 or P3")
+    return value
+
+
+def parse_ref(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    match = _REF.fullmatch(raw.strip())
+    if not match:
+        raise UsageError(f"`{raw[:30]}` is not an incident number; write it as #12")
+    return int(match.group(1))
+
+
+def split_ref(text: str | None) -> tuple[int | None, str]:
+    """`#12 rest of text` → (12, "rest of text")."""
+    text = (text or "").strip()
+    match = re.match(r"#(\d{1,12})(?:\s+|$)", text)
+    if match:
+        return int(match.group(1)), text[match.end():].strip()
+    return None, text
+
+
+async def open_incident_in(session: AsyncSession, channel: str | None) -> Incident | None:
+    if not channel:
+        return None
+    return (await session.execute(
+        select(Incident).where(Incident.open_channel == channel)
+    )).scalar_one_or_none()
+
+
+async def open_incidents(session: AsyncSession) -> list[Incident]:
+    return list((await session.execute(
+        select(Incident).where(Incident.status != "resolved").order_by(Incident.id)
+    )).scalars().all())
+
+
+async def find_incident(session: AsyncSession, channel: str | None, ref: int | None, *,
+                        lock: bool = False) -> Incident:
+    """The incident `#ref`, or the open incident of this channel; NotFound says which."""
+    if ref is not None:
+        stmt = select(Incident).where(Incident.id == ref)
+        if lock:
+            stmt = stmt.with_for_update()
+        incident = (await session.execute(stmt)).scalar_one_or_none()
+        if incident is None:
+            raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
+        return incident
+    stmt = select(Incident).where(Incident.open_channel == (channel or ""))
+    if lock:
+        stmt = stmt.with_for_update()
+    incident = (await session.execute(stmt)).scalar_one_or_none()
+    if incident is None:
+        raise NotFound("There is no open incident in this channel. Declare one with "
+                       "`/revops incident declare <P1|P2|P3> <stage> <summary…>`, or name one with #ID "
+                       "(`/revops incident list`).")
+    return incident
+
+
+def require_open(incident: Incident, what: str) -> None:
+    if incident.status == "resolved":
+        raise Conflict(f"Incident #{incident.id} was already resolved at {incident.resolved_at:%Y-%m-%d %H:%M} UTC "
+                       f"by <@{incident.resolved_by}>; it cannot be {what}.")
+
+
+async def declare(session: AsyncSession, settings: Settings, *, channel: str, actor: str, severity: str,
+                  stage: str, summary: str, figures: dict[str, float], now: datetime,
+                  detected_at: datetime | None = None, alert_id: int | None = None) -> Incident:
+    existing = await open_incident_in(session, channel)
+    if existing is not None:
+        raise Conflict(f"Incident #{existing.id} ({existing.severity}, {existing.stage}: {existing.summary}) is "
+                       f"already open in this channel. Drive it with `/revops incident …`, resolve it first, or "
+                       f"declare the new one in another channel.")
+    incident = Incident(
+        channel=channel, open_channel=channel, severity=severity, stage=stage[:100], summary=summary,
+        status="declared", declared_by=actor, detected_at=detected_at or now, declared_at=now,
+        impact=figures or None, escalation_level=0, alert_id=alert_id,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(incident)
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("Another incident was declared in this channel at the same moment; "
+                       "`/revops incident status` shows it.") from None
+    await schedule_jobs(session, settings, incident, now)
+    return incident
+
+
+async def schedule_jobs(session: AsyncSession, settings: Settings, incident: Incident, now: datetime,
+                        restart: bool = True) -> None:
+    """(Re)create the incident's cadence jobs for its severity; stop those it no longer has."""
+    clocks = settings.cfg.severity[incident.severity]
+    cadences: dict[str, timedelta | None] = {
+        "revenue_update": clocks.revenue_update,
+        "engineering_update": clocks.engineering_update,
+        "update_reminder": clocks.revenue_update,
+        "exec_summary": EXEC_SUMMARY_EVERY if incident.severity in ("P1", "P2") else None,
+    }
+    for kind, every in cadences.items():
+        key = f"incident:{incident.id}:{kind}"
+        if every is None or every.total_seconds() <= 0:
+            await stop_jobs(session, key=key)
+            continue
+        await upsert_job(session, key=key, kind=kind, due_at=now + every, every=every, incident_id=incident.id)
+    await schedule_escalation(session, settings, incident)
+
+
+def escalation_levels(settings: Settings) -> list[tuple[str, Any]]:
+    return sorted(settings.cfg.escalation.items(), key=lambda item: (item[1].after, item[0]))
+
+
+async def schedule_escalation(session: AsyncSession, settings: Settings, incident: Incident) -> None:
+    key = f"incident:{incident.id}:escalation"
+    levels = escalation_levels(settings)
+    if incident.status != "declared" or incident.severity == "P3" or incident.escalation_level >= len(levels):
+        await stop_jobs(session, key=key)
+        return
+    _, level = levels[incident.escalation_level]
+    await upsert_job(session, key=key, kind="escalation", due_at=incident.detected_at + level.after,
+                     incident_id=incident.id, data={"target": "incident", "id": incident.id})
+
+
+async def acknowledge(session: AsyncSession, incident: Incident, *, actor: str, now: datetime) -> None:
+    require_open(incident, "acknowledged")
+    if incident.acknowledged_at is not None:
+        raise Conflict(f"Incident #{incident.id} was already acknowledged by <@{incident.commander}> at "
+                       f"{incident.acknowledged_at:%H:%M} UTC; they are the incident commander.")
+    incident.acknowledged_at = now
+    incident.commander = actor
+    if incident.status == "declared":
+        incident.status = "acknowledged"
+    await stop_jobs(session, key=f"incident:{incident.id}:escalation")
+
+
+async def resolve(session: AsyncSession, incident: Incident, *, actor: str, root_cause: str,
+                  now: datetime) -> None:
+    require_open(incident, "resolved again")
+    incident.status = "resolved"
+    incident.resolved_at = now
+    incident.resolved_by = actor
+    incident.root_cause = root_cause
+    incident.open_channel = None
+    if incident.acknowledged_at is None:
+        # resolving is the strongest acknowledgement there is
+        incident.acknowledged_at = now
+        incident.commander = incident.commander or actor
+    await stop_jobs(session, incident_id=incident.id)
+
+
+async def write_entry(session: AsyncSession, incident_id: int, *, at: datetime, kind: str, actor: str, text: str,
+                      data: dict[str, Any] | None = None) -> TimelineEntry:
+    entry = TimelineEntry(incident_id=incident_id, at=at, kind=kind, actor=actor, text=text[:4000], data=data)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None = None) -> list[TimelineEntry]:
+    stmt = select(TimelineEntry).where(TimelineEntry.incident_id == incident_id)
+    if limit:
+        stmt = stmt.order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(limit)
+        return list(reversed((await session.execute(stmt)).scalars().all()))
+    stmt = stmt.order_by(TimelineEntry.at, TimelineEntry.id)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def latest_update(session: AsyncSession, incident_id: int) -> str | None:
+    entry = (await session.execute(
+        select(TimelineEntry).where(TimelineEntry.incident_id == incident_id, TimelineEntry.kind == "update")
+        .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(1)
+    )).scalar_one_or_none()
+    return (entry.data or {}).get("text", entry.text) if entry else None
+
+
+LESSON_PREFIXES = ("lesson:", "lessons:", "learned:", "lesson learned:")
+
+
+def lesson_text(note: str) -> str | None:
+    low = note.lower()
+    for prefix in LESSON_PREFIXES:
+        if low.startswith(prefix):
+            return note[len(prefix):].strip()
+    return None
+
+
+def report_parts(entries: list[TimelineEntry]) -> dict[str, list[str]]:
+    lessons, actions, notes = [], [], []
+    for e in entries:
+        text = (e.data or {}).get("text")
+        if not text:
+            continue
+        if e.kind == "note":
+            lesson = lesson_text(text)
+            (lessons if lesson is not None else notes).append(lesson if lesson is not None else text)
+        elif e.kind == "action":
+            actions.append(text)
+    return {"lessons": lessons, "actions": actions, "notes": notes}
+
+
+def page_path(incident_id: int | None = None) -> str:
+    return "/incidents" if incident_id is None else f"/incidents/{incident_id}"
+
+
+def page_link(settings: Settings, incident_id: int, now: datetime) -> str | None:
+    return links.signed_url(settings, page_path(incident_id), now)

@@ -1,0 +1,132 @@
+"""What templates see: an incident, its clocks, impact and timeline as plain values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+from ..durations import format_duration
+from ..settings import Settings
+from .impact import Impact
+from .models import Incident, TimelineEntry
+
+TIME = "%Y-%m-%d %H:%M UTC"
+
+
+def fmt_time(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).strftime(TIME) if value else None
+
+
+def fmt_clock(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).strftime("%H:%M:%S") if value else None
+
+
+def dur(delta: timedelta | None) -> str | None:
+    return format_duration(delta) if delta is not None else None
+
+
+def clock_view(start: datetime, target: timedelta, done_at: datetime | None, now: datetime) -> dict[str, Any]:
+    """One severity clock: target, elapsed, and whether it was (or is being) met."""
+    end = done_at or now
+    elapsed = end - start
+    return {
+        "target": dur(target),
+        "due_at": fmt_time(start + target),
+        "done": done_at is not None,
+        "elapsed": dur(elapsed),
+        "met": elapsed <= target,
+        "remaining": dur(target - elapsed) if elapsed <= target else None,
+        "overdue_by": dur(elapsed - target) if elapsed > target else None,
+    }
+
+
+def incident_view(incident: Incident, settings: Settings, now: datetime) -> dict[str, Any]:
+    clocks = settings.cfg.severity[incident.severity]
+    end = incident.resolved_at or now
+    duration = end - incident.detected_at
+    impact = Impact.from_figures(incident.impact)
+    return {
+        "id": incident.id,
+        "number": f"#{incident.id}",
+        "severity": incident.severity,
+        "stage": incident.stage,
+        "summary": incident.summary,
+        "status": incident.status,
+        "open": incident.status != "resolved",
+        "channel": incident.channel,
+        "commander": incident.commander,
+        "declared_by": incident.declared_by,
+        "resolved_by": incident.resolved_by,
+        "root_cause": incident.root_cause,
+        "detected_at": fmt_time(incident.detected_at),
+        "declared_at": fmt_time(incident.declared_at),
+        "acknowledged_at": fmt_time(incident.acknowledged_at),
+        "mitigated_at": fmt_time(incident.mitigated_at),
+        "resolved_at": fmt_time(incident.resolved_at),
+        "duration": dur(duration),
+        "ack": clock_view(incident.detected_at, clocks.ack, incident.acknowledged_at, now),
+        "resolve": clock_view(incident.detected_at, clocks.resolve, incident.resolved_at, now),
+        "eta": fmt_time(incident.detected_at + clocks.resolve),
+        "revenue_every": dur(clocks.revenue_update),
+        "engineering_every": dur(clocks.engineering_update),
+        "impact": impact.view(duration) if impact else None,
+        "impact_partial": {k: v for k, v in (incident.impact or {}).items() if v is not None},
+        "escalation_level": incident.escalation_level,
+    }
+
+
+def timeline_view(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
+    return [
+        {"at": fmt_time(e.at), "time": fmt_clock(e.at), "kind": e.kind, "actor": e.actor, "text": e.text}
+        for e in entries
+    ]
+
+
+def sample_incident(now: datetime) -> Incident:
+    start = now - timedelta(minutes=42)
+    return Incident(
+        id=7, channel="C0INCIDENT", open_channel=None, severity="P1", stage="checkout",
+        summary="checkout conversion down", status="resolved", declared_by="U0RESPONDER",
+        commander="U0RESPONDER", detected_at=start, declared_at=start,
+        acknowledged_at=start + timedelta(minutes=4), mitigated_at=start + timedelta(minutes=30),
+        resolved_at=now, resolved_by="U0RESPONDER", root_cause="a payment provider timeout",
+        impact={"baseline": 0.032, "current": 0.021, "traffic": 1200.0, "aov": 80.0},
+        last_human_update_at=start + timedelta(minutes=20), escalation_level=1, alert_id=None,
+    )
+
+
+def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Sample data for every template (used by render_check)."""
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    incident = incident_view(sample_incident(now), settings, now)
+    open_incident = dict(incident, status="acknowledged", open=True, resolved_at=None, root_cause=None)
+    timeline = [
+        {"at": fmt_time(now), "time": fmt_clock(now), "kind": "declare", "actor": "U0RESPONDER",
+         "text": "Declared P1 on checkout"},
+    ]
+    link = "https://revops.example.com/incidents/7?exp=1&sig=x"
+    alert = SimpleNamespace(id=3, stage="checkout", metric="conversion_rate", baseline_mean=0.032,
+                            baseline_std=0.002, current=0.021, traffic_per_hour=1200.0, aov=80.0,
+                            sigma=5.5, severity="P1", status="open", acknowledged_by=None,
+                            incident_id=None)
+    base = {"incident": open_incident, "now": fmt_time(now), "link": link}
+    return {
+        "initial_p1.md": base,
+        "initial_p2.md": base,
+        "initial_p3.md": base,
+        "revenue_update.md": dict(base, sequence=2, catch_up=0, latest_update="mitigation in progress"),
+        "engineering_update.md": dict(base, sequence=1, catch_up=3, latest_update=None, recent=timeline),
+        "executive_summary.md": dict(base, sequence=1, catch_up=0, latest_update=None),
+        "update_reminder.md": dict(base, window="30m", since="35m"),
+        "escalation.md": dict(base, levels=[{"name": "L2", "after": "15m", "notify": ["U0EM"]}],
+                              target="incident", alert=None, unacknowledged_for="16m"),
+        "announcement.md": dict(base, event="ack", actor="U0RESPONDER", text="rolled back", old_severity="P2"),
+        "report.md": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
+                          actions=["add a provider timeout alarm"], notes=["provider confirmed"]),
+        "alert_card.md": {"alert": alert, "now": fmt_time(now), "state": "open", "actor": None,
+                          "ack_target": "15m", "deviation": "5.5σ below", "incident": None},
+        "incident_page.html": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
+                                   actions=["add a provider timeout alarm"], notes=[], report=True),
+        "incidents_page.html": {"now": fmt_time(now), "incidents": [dict(incident, link=link)]},
+    }

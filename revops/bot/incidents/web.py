@@ -1,0 +1,102 @@
+"""`GET /incidents`, `GET /incidents/{id}` (HTML, signed link or admin key) and `POST /alerts`."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from ..templating import render
+from ..web.auth import bearer_ok, require_bearer
+from . import links, service
+from .alerts import AlertBody, receive_alert, validation_problems
+from .models import Incident
+from .views import fmt_time, incident_view, timeline_view
+
+router = APIRouter()
+
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+
+
+def _authorize_page(request: Request, path: str, now) -> bool:
+    """True when the admin key or a valid signature for this path came with the request.
+    401 without any credentials; 403 for a bad or expired signature."""
+    settings = request.app.state.runtime.settings
+    if bearer_ok(request, settings.env.revops_admin_api_key):
+        return False
+    exp, sig = request.query_params.get("exp"), request.query_params.get("sig")
+    if not exp and not sig:
+        if request.headers.get("authorization"):
+            raise HTTPException(status_code=401, detail="wrong bearer key", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(status_code=401, detail="this page needs a signed link from the bot or the admin key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not links.verify(settings, path, exp, sig, now):
+        raise HTTPException(status_code=403, detail="this link is invalid or has expired; ask the bot for a new "
+                                                    "one with /revops incident link")
+    return True
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+async def incidents_page(request: Request):
+    runtime = request.app.state.runtime
+    services = runtime.services
+    now = services.clock.now()
+    _authorize_page(request, service.page_path(), now)
+    async with services.db.transaction() as session:
+        rows = (await session.execute(select(Incident).order_by(Incident.id.desc()).limit(100))).scalars().all()
+        incidents = []
+        for incident in rows:
+            view = incident_view(incident, services.settings, now)
+            query = links.signed_query(services.settings, service.page_path(incident.id), now)
+            view["link"] = f"{service.page_path(incident.id)}?{query}" if query else service.page_path(incident.id)
+            incidents.append(view)
+    html = render(services.settings, "incidents_page.html", incidents=incidents, now=fmt_time(now))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+async def incident_page(request: Request, incident_id: str):
+    runtime = request.app.state.runtime
+    services = runtime.services
+    now = services.clock.now()
+    _authorize_page(request, f"/incidents/{incident_id}", now)
+    if not incident_id.isdigit():
+        raise HTTPException(status_code=404, detail="no such incident")
+    async with services.db.transaction() as session:
+        incident = await session.get(Incident, int(incident_id))
+        if incident is None:
+            raise HTTPException(status_code=404, detail="no such incident")
+        entries = await service.timeline_of(session, incident.id)
+        view = incident_view(incident, services.settings, now)
+    html = render(services.settings, "incident_page.html", incident=view, timeline=timeline_view(entries),
+                  report=True, now=fmt_time(now), link=None, **service.report_parts(entries))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+@router.post("/alerts")
+async def alerts(request: Request):
+    runtime = request.app.state.runtime
+    services = runtime.services
+    require_bearer(request, services.settings.env.revops_alerts_token)
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return JSONResponse({"error": "the body is not valid JSON"}, status_code=422)
+    if not isinstance(data, dict):
+        return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
+    try:
+        body = AlertBody.model_validate(data)
+    except ValidationError as exc:
+        return JSONResponse({"error": "invalid alert", "problems": validation_problems(exc)}, status_code=422)
+    async with services.db.transaction() as session:
+        alert = await receive_alert(services, session, body)
+        result = {"id": alert.id, "severity": alert.severity, "sigma": round(alert.sigma, 3),
+                  "posted": alert.severity != "P3", "status": alert.status}
+    if result["posted"]:
+        for notify in services.on_posts:
+            notify()
+    return JSONResponse(result, status_code=202)

@@ -1,0 +1,68 @@
+"""The timeline records runbook actions run in the incident's channel, at the
+router's one recording point (no command writes it itself)."""
+
+from __future__ import annotations
+
+from revops.bot.registry import CommandSet
+from revops.bot.reply import Button, Reply
+from revops.bot.roles import Role
+from tests.incidents.conftest import timeline
+from tests.support.harness import ADMIN, APPROVER, CHANNEL, RESPONDER, VIEWER
+
+
+def install_grant_family(bot) -> None:
+    """A stand-in `grant` family (the real one belongs to the grants issue): the recorder
+    knows nothing about it, which is the point."""
+    family = CommandSet("granttest")
+
+    @family.command("grant <account> <amount:int> <reason...>", summary="test grant", role=Role.responder,
+                    mutating=True)
+    async def grant(ctx, args):
+        return Reply(f"Grant of {args['amount']} credits to {args['account']} awaits approval",
+                     buttons=[Button("Approve", "granttest.approve", "7")])
+
+    @family.action("approve", role=Role.approver)
+    async def approve(ctx, value):
+        return Reply(f"Grant {value} approved by <@{ctx.actor}>; balance 150", replace=True)
+
+    registry = bot.runtime.services.registry
+    registry.commands[:0] = family.commands  # ahead of any real `grant`
+    for action in family.actions:
+        registry.actions[action.name] = action
+
+
+async def test_grant_and_flags_in_the_channel_land_on_the_timeline(ibot, services):
+    install_grant_family(ibot)
+    ibot.slash_text("incident declare P2 billing invoices failing", user=RESPONDER)
+    ibot.slash_text("incident declare P3 search slow results", user=RESPONDER, channel="C0ELSEWHERE")
+
+    assert "awaits approval" in ibot.slash_text("grant acct_42 50 goodwill for the outage", user=RESPONDER)
+    answer = ibot.click_and_wait("revops:granttest.approve", "7", user=APPROVER)
+    assert "approved" in str(answer)
+    ibot.slash_text("help", user=VIEWER)  # not a runbook action: not recorded
+    ibot.slash_text("grant acct_9 5 elsewhere", user=RESPONDER, channel="C0NOINCIDENT")  # no incident there
+    ibot.slash_text("dryrun on", user=ADMIN, channel="C0NOINCIDENT")  # flags: on every open incident
+    ibot.slash_text("dryrun off", user=ADMIN, channel="C0NOINCIDENT")
+
+    entries = await timeline(services, 1)
+    kinds = [(e.kind, e.actor) for e in entries]
+    assert kinds == [("declare", RESPONDER), ("action", RESPONDER), ("action", APPROVER), ("flags", ADMIN),
+                     ("flags", ADMIN)]
+    grant_entry, click_entry = entries[1], entries[2]
+    assert grant_entry.text == "`grant acct_42 50 goodwill for the outage`: Grant of 50 credits to acct_42 awaits approval"
+    assert grant_entry.data["command"] == "grant" and grant_entry.data["args"]["amount"] == 50
+    assert click_entry.text.startswith("`clicked granttest.approve`: Grant 7 approved by <@U0APPROVER>")
+    assert "acct_9" not in str([e.text for e in entries])
+    assert [e.kind for e in await timeline(services, 2)] == ["declare", "flags", "flags"]
+
+    shown = ibot.slash_text("incident timeline", user=VIEWER)
+    assert "<@U0RESPONDER>  grant acct_42 50 goodwill for the outage: Grant of 50 credits" in shown
+    assert "dryrun on" in shown
+
+
+async def test_actions_after_resolution_are_not_recorded(ibot, services):
+    install_grant_family(ibot)
+    ibot.slash_text("incident declare P2 billing invoices failing", user=RESPONDER)
+    ibot.slash_text("incident resolve bad deploy", user=RESPONDER)
+    ibot.slash_text("grant acct_42 50 late", user=RESPONDER, channel=CHANNEL)
+    assert [e.kind for e in await timeline(services, 1)] == ["declare", "resolve"]
