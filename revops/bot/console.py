@@ -49,7 +49,9 @@ class Console:
         self.channel = channel
         self._write = write or (lambda text: print(text, flush=True))
         if runtime.deliverer.sender is None:
-            runtime.deliverer = Deliverer(runtime.services.db, runtime.services.clock, ConsoleSender(self))
+            # Printing is no Slack channel: no per-channel pacing needed.
+            runtime.deliverer = Deliverer(runtime.services.db, runtime.services.clock, ConsoleSender(self),
+                                          interval=0)
 
     def write(self, text: str) -> None:
         self._write(text)
@@ -102,13 +104,20 @@ class Console:
         return True
 
     async def click(self, words: list[str], user: str) -> None:
-        if len(words) != 1 or not words[0].isdigit():
-            self.write("Usage: click N [--as UID]  (N is the number shown beside a button)")
+        """`click N` clicks button N; `click Approve` the latest button labelled so."""
+        if not words:
+            self.write("Usage: click N [--as UID]  (N is the number shown beside a button, or its label)")
             return
         async with self.runtime.services.db.transaction() as session:
-            button = await session.get(ConsoleButton, int(words[0]))
+            if len(words) == 1 and words[0].isdigit():
+                button = await session.get(ConsoleButton, int(words[0]))
+            else:
+                label = " ".join(words).lower()
+                button = (await session.execute(
+                    select(ConsoleButton).where(func.lower(ConsoleButton.label) == label)
+                    .order_by(ConsoleButton.number.desc()).limit(1))).scalar_one_or_none()
         if button is None:
-            self.write(f"No button [{words[0]}]. Usage: click N [--as UID]")
+            self.write(f"No button [{' '.join(words)[:40]}]. Usage: click N [--as UID]")
             return
         outcome = await self.router.handle_click(button.action_id, button.value, actor=user, channel=button.channel,
                                                  surface="console")

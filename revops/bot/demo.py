@@ -44,3 +44,8 @@ from .incidents.demo import INCIDENT_TOUR, seed_incidents  # noqa: E402
 
 SEEDERS.append(seed_incidents)
 TOUR += INCIDENT_TOUR
+
+# The four-eyes grant flow (revops/bot/grants/demo.py).
+from .grants.demo import GRANTS_TOUR  # noqa: E402
+
+TOUR += GRANTS_TOUR

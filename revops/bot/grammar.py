@@ -68,7 +68,8 @@ class Grammar:
                 params.append(Param(name=kind or "choice", kind="choice", required=not optional, choices=choices))
                 continue
             params.append(Param(name=name, kind=kind or "str", required=not optional, rest=rest))
-        return cls(tuple(path), usage, params, options, named)
+        shown = re.sub(r"<([^>:]+):(?:int|signed|duration)>", r"<\1>", usage)  # types are for the parser
+        return cls(tuple(path), shown, params, options, named)
 
     def parse(self, tokens: list[str]) -> dict[str, Any]:
         """Turn the tokens after the command path into typed arguments."""
