@@ -107,6 +107,13 @@ async def main(args) -> int:
           f"target <= {TARGET}: {verdict}")
     print(f"(for reference: median wall / the services' own {args.delay * 1000:.0f} ms = "
           f"{statistics.median(walls) / args.delay:.2f}; server and prober share this process)")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({
+            "services": args.services, "delay_ms": args.delay * 1000, "rounds": args.rounds,
+            "median_ratio": round(median, 3), "best_ratio": round(min(ratios), 3), "worst_ratio": round(max(ratios), 3),
+            "median_wall_ms": round(statistics.median(walls) * 1000, 1), "target": TARGET}, indent=2))
     return 0 if median <= TARGET else 1
 
 
@@ -115,4 +122,5 @@ if __name__ == "__main__":
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="also write the figures to this file")
     raise SystemExit(asyncio.run(main(parser.parse_args())))

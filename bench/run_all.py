@@ -1,0 +1,132 @@
+"""Every benchmark in one run: writes bench/results.json and bench/RESULTS.md (the table the
+README's Performance section shows).
+
+    python bench/run_all.py            # the full run (about 10-15 minutes on a 2-core machine)
+    python bench/run_all.py --quick    # smaller figures, for a smoke test
+
+(a) acknowledgement latency against a bare bolt app, (b) webhook ingest against a verify-only
+endpoint, (c) health fan-out against the slowest probe, (d) the scheduler with 1,000 open
+incidents and three workers on PostgreSQL, (e) resident memory of `revops serve` after 10,000
+requests, and the hypothesis fuzzing of every sub-command with 10,000 examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        mem = f"{int(mem) / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory": mem, "python": platform.python_version(),
+            "load_average": os.getloadavg(), "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def step(name: str, args: list[str], env: dict | None = None) -> tuple[int, str, float]:
+    print(f"\n=== {name}: {' '.join(args)}", flush=True)
+    started = time.time()
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True)
+    print(proc.stdout[-4000:], proc.stderr[-2000:] if proc.returncode else "", flush=True)
+    return proc.returncode, proc.stdout, time.time() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    q = args.quick
+    tmp = Path(tempfile.mkdtemp(prefix="revops-bench-"))
+    results: dict = {"machine": machine(), "quick": q}
+    codes = {}
+
+    codes["ack"], _, _ = step("(a) acknowledgement latency", [
+        "bench/ack_latency.py", "--requests", "100" if q else "400", "--json", str(tmp / "ack.json")])
+    codes["webhook"], _, _ = step("(b) webhook ingest", [
+        "bench/webhook_ingest.py", "--db", "both", "--events", "500" if q else "3000"])
+    codes["health"], _, _ = step("(c) health fan-out", [
+        "bench/health_fanout.py", "--rounds", "3" if q else "5", "--json", str(tmp / "health.json")])
+    codes["scheduler"], _, _ = step("(d) scheduler", [
+        "bench/scheduler.py", "--incidents", "200" if q else "1000", "--json", str(tmp / "scheduler.json")])
+    codes["memory"], _, _ = step("(e) memory", [
+        "bench/memory.py", "--requests", "1000" if q else "10000", "--json", str(tmp / "memory.json")])
+    examples = 500 if q else 10_000
+    codes["fuzz"], out, secs = step("fuzzing", ["-m", "pytest", "-q", "-p", "no:warnings", "tests/test_fuzz.py"],
+                                    env={"REVOPS_FUZZ_EXAMPLES": str(examples)})
+    results["fuzz"] = {"examples": examples, "passed": codes["fuzz"] == 0, "seconds": round(secs, 1)}
+
+    for key, name in (("ack_latency", "ack"), ("health_fanout", "health"), ("scheduler", "scheduler"),
+                      ("memory", "memory")):
+        path = tmp / f"{name}.json"
+        results[key] = json.loads(path.read_text()) if path.exists() else None
+    stored = BENCH / "results.json"
+    try:
+        results["webhook_ingest"] = json.loads(stored.read_text()).get("webhook_ingest") if stored.exists() else None
+    except ValueError:
+        results["webhook_ingest"] = None
+    results["exit_codes"] = codes
+    stored.write_text(json.dumps(results, indent=2, default=str))
+    (BENCH / "RESULTS.md").write_text(markdown(results))
+    print("\n" + markdown(results))
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"Measured {m['when']} on {m['cpus']} CPUs ({m['cpu']}), {m['memory']}, Python {m['python']}, "
+             f"load average at start {m['load_average'][0]:.2f}" + (" — quick run" if r.get("quick") else ""), ""]
+    lines += ["| benchmark | figure | floor / reference | ratio | target |", "| --- | --- | --- | --- | --- |"]
+    for row in (r.get("ack_latency") or {}).get("rows", []):
+        lines.append(f"| ack `/revops {row['command']}` c={row['concurrency']} | p50 {row['revops_p50_ms']:.1f} ms, "
+                     f"p99 {row['revops_p99_ms']:.1f} ms | bare bolt p99 {row['bare-bolt_p99_ms']:.1f} ms | "
+                     f"{row['p99_ratio']:.2f}x | ≤ 1.3x, < 100 ms |")
+    for w in r.get("webhook_ingest") or []:
+        lines.append(f"| webhook ingest ({w['db']}), c={w['concurrency']}, 10% duplicates | "
+                     f"{w['ingest']['rps']:.0f} req/s, lost {w['check']['lost']}, doubled {w['check']['doubled']} | "
+                     f"verify-only {w['baseline']['rps']:.0f} req/s | {w['ratio']:.2f}x | ≥ 0.5x |")
+    h = r.get("health_fanout")
+    if h:
+        lines.append(f"| health fan-out, {h['services']} services × {h['delay_ms']:.0f} ms | wall {h['median_wall_ms']} ms | "
+                     f"slowest single probe | {h['median_ratio']:.2f}x | ≤ 1.3x |")
+    s = r.get("scheduler")
+    if s:
+        lines.append(f"| scheduler, {s['incidents']} open incidents, {s['workers']} workers (PostgreSQL) | "
+                     f"{s['posts_per_s']} posts/s, tick p50 {s['tick_p50_ms']} ms | {s['posts']} posts | "
+                     f"duplicates {s['duplicates']} | 0 duplicates |")
+    mem = r.get("memory")
+    if mem:
+        lines.append(f"| memory of `revops serve` after {mem['requests']} requests | {mem['rss_after_mb']} MB RSS | "
+                     f"{mem['rss_after_warmup_mb']} MB after warm-up | {mem['growth_after_warmup_mb']:+} MB | no growth |")
+    f = r.get("fuzz")
+    if f:
+        lines.append(f"| fuzzing every sub-command (hypothesis) | {f['examples']} examples | — | "
+                     f"{'passed' if f['passed'] else 'FAILED'} | no exception, usage line on bad input |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
