@@ -20,7 +20,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_only
 
@@ -151,14 +151,28 @@ class Database:
         await self.engine.dispose()
 
 
+_UNAVAILABLE = {
+    # asyncpg: the server is down, restarting, or the database is gone
+    "InvalidCatalogNameError", "CannotConnectNowError", "ConnectionDoesNotExistError", "ConnectionFailureError",
+    "TooManyConnectionsError", "AdminShutdownError", "CrashShutdownError", "InterfaceError",
+    "ConnectionRefusedError", "TimeoutError",
+}
+
+
 def _is_connection_error(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
+    """Whether a database error means "the database is unavailable" rather than a bug or bad data."""
+    if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
         return True
-    msg = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    return any(
-        word in msg
-        for word in ("connection", "connect", "could not", "terminating", "unable to open", "database is locked", "server closed")
-    )
+    chain, cause = [], exc.orig
+    while cause is not None and len(chain) < 5:  # the driver's own error hides behind an adapter's
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for err in chain:
+        if {cls.__name__ for cls in type(err).__mro__} & _UNAVAILABLE or isinstance(err, (OSError, ConnectionError)):
+            return True
+    msg = " ".join(str(err) for err in chain).lower() or str(exc).lower()
+    return any(word in msg for word in ("connection", "could not connect", "terminating", "unable to open",
+                                        "server closed", "shutting down"))
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -110,9 +110,10 @@ class Grammar:
                 continue
             raw = positional.pop(0)
             if param.kind == "choice":
-                if raw.lower() not in param.choices:
+                match = [c for c in param.choices if c.lower() == raw.lower()]
+                if not match:
                     raise UsageError(f"expected one of {', '.join(param.choices)}, got `{_clip(raw)}`")
-                args[param.name] = raw.lower()
+                args[param.name] = match[0]
             else:
                 args[param.name] = _convert(f"<{param.name}>", param.kind, raw)
         if positional:

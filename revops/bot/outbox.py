@@ -26,8 +26,9 @@ from .reply import Reply
 
 log = logging.getLogger("revops.outbox")
 
-MAX_ATTEMPTS = 12
-CLAIM_FOR = timedelta(seconds=60)
+GIVE_UP_AFTER = timedelta(hours=24)  # a post Slack could not take for a day is marked failed
+MAX_BACKOFF = 60  # seconds between attempts while Slack keeps failing
+CLAIM_FOR = timedelta(seconds=60)  # a claim outlives a crashed sender by this much
 
 
 class SendError(Exception):
@@ -195,9 +196,16 @@ class Deliverer:
                 return True
             row.attempts += 1
             row.error = str(error)[:500]
-            if not error.retry or row.attempts >= MAX_ATTEMPTS:
+            if not error.retry or now - row.created_at > GIVE_UP_AFTER:
                 row.status = "failed"
                 log.warning("message %s to %s failed for good: %s", msg_id, msg.channel, error)
-            else:
-                row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, 300))
+            else:  # Slack is down or busy: keep it, and try again later (no post is lost)
+                row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, MAX_BACKOFF))
             return False
+
+    async def release_claims(self) -> None:
+        """On shutdown: give back what this process claimed but did not send."""
+        async with self.db.transaction() as s:
+            await s.execute(update(OutgoingMessage)
+                            .where(OutgoingMessage.claimed_by == self.name, OutgoingMessage.status == "pending")
+                            .values(claimed_by=None, claimed_until=None))

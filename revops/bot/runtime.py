@@ -88,6 +88,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(Exception):
+            await self.deliverer.release_claims()
         handler = getattr(self, "_socket_handler", None)
         if handler is not None:
             with contextlib.suppress(Exception):

@@ -65,9 +65,8 @@ async def test_alert_card_acknowledge_escalation_and_declare(ibot, services, clo
         "C0INCIDENT", "P1", "checkout", "acknowledged", RESPONDER)
     assert row.impact == {"baseline": 0.032, "current": 0.021, "traffic": 1200.0, "aov": 80.0}
     assert row.detected_at < row.declared_at  # the clocks started with the alert
-    initial = [flatten(c.params) for c in fake_slack.calls_of("chat.postMessage")
-               if c.params.get("channel") == "C0INCIDENT"]
-    assert initial and "$1,056.00/hour" in initial[0]
+    initial = [m for m in await outbox(services, "C0INCIDENT") if "[P1] Incident #1" in m.reply["text"]]
+    assert len(initial) == 1 and "$1,056.00/hour" in str(initial[0].reply)
     twice = ibot.click_and_wait("revops:incident.alert_declare", str(alert_id), user=RESPONDER)
     assert "already declared from this alert" in flatten(twice)
 

@@ -39,6 +39,9 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
+        # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
+        self.channel_rate: float | None = None
+        self._last_post: dict[str, float] = {}
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/respond/{key}", self._respond, methods=["POST"]),
@@ -61,6 +64,8 @@ class FakeSlack:
             self._failures.clear()
             self.messages.clear()
             self.socket_url = None
+            self.channel_rate = None
+            self._last_post.clear()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -96,6 +101,11 @@ class FakeSlack:
     def responses_list(self) -> list[Call]:
         with self._lock:
             return list(self.responses)
+
+    def posted(self, channel: str | None = None) -> list[dict]:
+        """Messages Slack accepted (not the failed attempts), oldest first."""
+        with self._lock:
+            return [p for (c, _), p in self.messages.items() if channel is None or c == channel]
 
     def everything_sent(self) -> str:
         """All text that reached 'Slack', for leak checks."""
@@ -135,8 +145,19 @@ class FakeSlack:
                 return JSONResponse({"ok": False, "error": "not_allowed_token_type"})
             return JSONResponse({"ok": True, "url": self.socket_url})
         if method == "chat.postMessage":
-            ts = f"{1700000000 + next(self._ts)}.000100"
             channel = params.get("channel")
+            if self.channel_rate:
+                now = time.monotonic()
+                with self._lock:
+                    last = self._last_post.get(channel)
+                    limited = last is not None and now - last < self.channel_rate
+                    if not limited:
+                        self._last_post[channel] = now
+                if limited:
+                    return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
+                                        headers={"Retry-After": "1"})
+            ts = f"{1700000000 + next(self._ts)}.000100"
+
             with self._lock:
                 self.messages[(channel, ts)] = params
             return JSONResponse({"ok": True, "channel": channel, "ts": ts,

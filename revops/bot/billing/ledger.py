@@ -37,7 +37,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from revops.bot.errors import Conflict, NotFound, UsageError
@@ -80,12 +79,8 @@ async def link_account(session: AsyncSession, account_id: str, *, stripe_custome
                        email: str | None = None, at: datetime) -> None:
     """Like `ensure_account` without loading it: one INSERT when the account is new (webhook path)."""
     # DO NOTHING on any conflict: the id exists, or the customer is already linked to another account.
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    created = (await session.execute(insert(Account).values(
-        id=account_id, stripe_customer_id=stripe_customer_id, email=email, balance=0, created_at=at, updated_at=at,
-    ).on_conflict_do_nothing())).rowcount
-    if created:
+    if await insert_ignore(session, Account, dict(id=account_id, stripe_customer_id=stripe_customer_id, email=email,
+                                                  balance=0, created_at=at, updated_at=at), None):
         return
     account = await session.get(Account, account_id)
     if account is None:

@@ -9,6 +9,7 @@ return what changed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any
 
@@ -88,27 +89,32 @@ def _rank(kind: str, values: dict[str, Any], row: Any = None) -> int:
     return _RANKS.get(kind, {}).get(status or "", 0)
 
 
+@lru_cache(maxsize=None)
+def _defaults(model) -> tuple[tuple[str, Any], ...]:
+    return tuple((c.name, c.default.arg) for c in model.__table__.columns
+                 if c.default is not None and not callable(c.default.arg))
+
+
 def _with_defaults(model, values: dict[str, Any]) -> dict[str, Any]:
     """Column defaults filled in, since a Core insert does not apply the ORM's."""
     out = dict(values)
-    for column in model.__table__.columns:
-        if column.name not in out and column.default is not None and not callable(column.default.arg):
-            out[column.name] = column.default.arg
+    for name, default in _defaults(model):
+        out.setdefault(name, default)
     return out
 
 
 async def _upsert(session: AsyncSession, model, object_id: str, kind: str, values: dict[str, Any], version: int,
                   at: datetime, force: bool) -> tuple[MirrorChange, Any]:
+    """Insert first: most events are about an object the mirror does not have yet, and then one
+    INSERT … ON CONFLICT DO NOTHING is the whole upsert. Only when the row exists is it locked
+    (SELECT … FOR UPDATE on PostgreSQL: concurrent events of one object are compared and applied
+    one at a time) and compared by version, so an older event never overwrites newer state."""
     result = MirrorChange(object_id, kind)
-    # Row lock (PostgreSQL): concurrent events of one object are compared and applied one at a time.
+    full = dict(id=object_id, version=version, updated_at=at, **values)
+    if await insert_ignore(session, model, _with_defaults(model, full), ["id"]):
+        result.created = True
+        return result, None
     row = await session.get(model, object_id, with_for_update=True, populate_existing=True)
-    if row is None:
-        full = dict(id=object_id, version=version, updated_at=at, **values)
-        if await insert_ignore(session, model, _with_defaults(model, full), ["id"]):
-            result.created = True
-            return result, None
-        # A concurrent event created it first: compare with what it wrote.
-        row = await session.get(model, object_id, with_for_update=True, populate_existing=True)
     if not force and (version < (row.version or 0) or
                       (version == row.version and _rank(kind, values) < _rank(kind, values, row))):
         result.stale = True

@@ -1,4 +1,8 @@
-"""INSERT … ON CONFLICT DO NOTHING on both databases."""
+"""INSERT … ON CONFLICT DO NOTHING on both databases, built once per shape.
+
+Constructing `insert(...).values(...)` on every call costs more than the insert itself on the
+webhook path, so each statement shape is built once, cached, and executed with parameters.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,25 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
+def dialect_of(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
 @lru_cache(maxsize=256)
-def _statement(dialect: str, model, columns: tuple[str, ...], conflict_on: tuple[str, ...]):  # noqa: ARG001
-    # Built once per shape and executed with parameters: constructing `.values(...)` on every
-    # call costs more than the insert itself on the webhook path.
+def _statement(dialect: str, model, columns: tuple[str, ...], conflict_on: tuple[str, ...] | None):  # noqa: ARG001
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(model.__table__).on_conflict_do_nothing(index_elements=list(conflict_on))
+    stmt = insert(model.__table__)
+    # None: do nothing on any unique conflict (e.g. an account id, or its already-linked customer).
+    return stmt.on_conflict_do_nothing() if conflict_on is None else stmt.on_conflict_do_nothing(
+        index_elements=list(conflict_on))
 
 
-async def insert_ignore(session: AsyncSession, model, values: dict[str, Any], conflict_on: list[str]) -> bool:
+async def insert_ignore(session: AsyncSession, model, values: dict[str, Any], conflict_on: list[str] | None) -> bool:
     """Insert a row unless one with the same key exists; True when it was inserted.
 
     On PostgreSQL a concurrent insert of the same key waits for the other transaction and then
     does nothing, so exactly one writer wins without an error."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    stmt = _statement(dialect, model, tuple(sorted(values)), tuple(conflict_on))
+    stmt = _statement(dialect_of(session), model, tuple(sorted(values)),
+                      None if conflict_on is None else tuple(conflict_on))
     result = await session.execute(stmt, values)
     return bool(result.rowcount)

@@ -103,7 +103,7 @@ class Result:
     changed: bool = False
 
 
-def _event_row(event: dict[str, Any], *, source: str, now: datetime) -> dict[str, Any]:
+def event_row(event: dict[str, Any], *, source: str, now: datetime) -> dict[str, Any]:
     obj = (event.get("data") or {}).get("object") or {}
     return dict(
         id=event["id"], type=event["type"][:100],
@@ -137,14 +137,14 @@ async def _apply_and_record(session: AsyncSession, event: dict[str, Any], now: d
 
 async def store_and_apply(session: AsyncSession, event: dict[str, Any], *, source: str, now: datetime) -> Result:
     """Store an event unless its id is already stored, and apply it; a stored id does nothing."""
-    if not await insert_ignore(session, StripeEvent, _event_row(event, source=source, now=now), ["id"]):
+    if not await insert_ignore(session, StripeEvent, event_row(event, source=source, now=now), ["id"]):
         return Result(event["id"], False, "duplicate", "already received")
     return await _apply_and_record(session, event, now, attempts_bump=False)
 
 
 async def reapply(session: AsyncSession, event: dict[str, Any], *, source: str, now: datetime) -> Result:
     """Apply an event again (replay): stores it first when it was never received."""
-    if await insert_ignore(session, StripeEvent, _event_row(event, source=source, now=now), ["id"]):
+    if await insert_ignore(session, StripeEvent, event_row(event, source=source, now=now), ["id"]):
         return await _apply_and_record(session, event, now, attempts_bump=False)
     # Refresh the stored copy from the fetched one (same event, possibly richer), then re-apply.
     await session.execute(update(StripeEvent).where(StripeEvent.id == event["id"]).values(payload=event)
@@ -161,7 +161,7 @@ async def ingest_event(db, event: dict[str, Any], *, now: datetime) -> Result:
     it with its outcome (ON CONFLICT DO NOTHING on the id). An id already stored means a duplicate
     delivery: the transaction is rolled back, so nothing it did stays. A handler that raises rolls
     the transaction back and the event is stored as `failed` in a second one."""
-    row = _event_row(event, source="webhook", now=now)
+    row = event_row(event, source="webhook", now=now)
     try:
         async with db.transaction() as session:
             applied = await handlers.apply(session, event, now)
@@ -208,8 +208,10 @@ async def ingest(services, payload: bytes, signature: str | None) -> Answer:
         event = parse_event(payload)
     except ValueError as exc:
         return Answer(400, {"error": f"malformed event: {exc}"})
+    from .batch import group_commit  # the batch path builds on this module
+
     try:
-        result = await ingest_event(services.db, event, now=now)
+        result = await group_commit(services.db).submit(event, now)
     except (DatabaseUnavailable, DBAPIError, OSError) as exc:
         cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
         log.error("stripe event %s not stored: database unavailable (%s)", event["id"], type(cause).__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -12,12 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from ..clock import Clock
 from ..db import head_revision
 from ..flags import read_flags
-from ..logs import request_id
 from ..metrics import ACK_SECONDS, render
 from ..outbox import Sender
 from ..runtime import Runtime
 from ..settings import Settings
 from .auth import require_bearer
+from .request_id import RequestIdMiddleware
 from .stripe_routes import router as stripe_router
 from ..incidents.web import router as incidents_router
 
@@ -39,16 +38,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
 
     app = FastAPI(title="revops", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def with_request_id(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
-        token = request_id.set(rid)
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        response.headers["X-Request-Id"] = rid
-        return response
+    app.add_middleware(RequestIdMiddleware)  # plain ASGI: BaseHTTPMiddleware costs ~0.5 ms a request
 
     @app.post("/slack/events")
     async def slack_events(request: Request):
