@@ -77,12 +77,17 @@ async def request_posted(bot, text, user=RESPONDER):
     before = len(approvals())
     answer = bot.slash_text(text, user=user)
     assert "posted for approval" in answer, answer
+    def buttons_of(call):
+        return {e["action_id"]: e for b in call.params["blocks"] if b["type"] == "actions" for e in b["elements"]}
+
+    found = []
     for _ in range(200):
-        if len(approvals()) > before:
+        found = [c for c in approvals()[before:] if "revops:grants.approve" in buttons_of(c)]
+        if found:
             break
         await asyncio.sleep(0.05)
-    approval = approvals()[before]
-    buttons = {e["action_id"]: e for b in approval.params["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    approval = found[0]
+    buttons = buttons_of(approval)
     rid = int(buttons["revops:grants.approve"]["value"])
     assert f"Request #{rid} posted for approval" in answer
     return rid, approval.params, buttons
@@ -333,3 +338,13 @@ async def test_the_audit_trail_names_requester_approver_amount_reason_and_outcom
     assert decided.args["amount"] == 45 and decided.args["reason"] == "billing bug 123"
     assert decided.args["balance_after"] == 145
     assert "audit chain verifies" in gbot.slash_text("audit acct_1", user=APPROVER)
+
+
+async def test_a_grant_in_an_open_incidents_channel_lands_on_its_timeline(gbot):
+    assert "declared" in gbot.slash_text("incident declare P2 billing invoices failing", user=RESPONDER)
+    rid, _, _ = await request_posted(gbot, "grant acct_1 35 credits for the failed invoices")
+    gbot.click_and_wait("revops:grants.approve", str(rid), user=APPROVER)
+    timeline = gbot.slash_text("incident timeline", user=VIEWER)
+    assert "<@U0RESPONDER>  grant acct_1 35 credits for the failed invoices" in timeline
+    assert f"Request #{rid} posted for approval" in timeline
+    assert "<@U0APPROVER>  clicked grants.approve" in timeline and f"Approved request #{rid}" in timeline
