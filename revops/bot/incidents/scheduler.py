@@ -234,7 +234,9 @@ def scheduler_of(services: Services) -> Scheduler:
 
 async def run_due(services: Services, limit: int = 100) -> int:
     """Run every due job once (what the worker's tick calls; tests call it with a FakeClock)."""
-    from . import jobs  # noqa: F401  (registers the incident job kinds)
+    from ..jobs import register_scheduled_kinds
+
+    register_scheduled_kinds()
 
     return await scheduler_of(services).run_due(services, limit)
 
