@@ -10,7 +10,13 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     jobs: list[PeriodicJob] = []
     from .incidents.scheduler import periodic_job as incident_scheduler
 
-    jobs.append(incident_scheduler(settings))  # incident cadences, escalation, grant expiry, daily reconcile
+    jobs.append(incident_scheduler(settings))  # incident cadences, escalation, daily reconcile
+    # Pending grant requests past approval_ttl: every worker may sweep (the expiry is a conditional update).
+    from datetime import timedelta
+
+    from .grants.service import expire_due
+
+    jobs.append(PeriodicJob("grant_expiry", timedelta(seconds=15), expire_due))
     if settings.cfg.services:
         from .health.job import probe_round
 
@@ -20,5 +26,4 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
 
 def register_scheduled_kinds() -> None:
     """Import the modules that register job kinds with the database scheduler."""
-    from .grants import jobs as _grant_jobs  # noqa: F401  (grant expiry sweep)
     from .incidents import jobs as _incident_jobs  # noqa: F401  (cadences, escalation, daily reconcile)

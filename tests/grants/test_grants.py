@@ -350,18 +350,17 @@ async def test_a_grant_in_an_open_incidents_channel_lands_on_its_timeline(gbot):
     assert "<@U0APPROVER>  clicked grants.approve" in timeline and f"Approved request #{rid}" in timeline
 
 
-async def test_the_scheduler_runs_the_expiry_sweep(gbot, clock, fake_slack):
-    from revops.bot.incidents.scheduler import Scheduler
-    from revops.bot.jobs import register_scheduled_kinds
+async def test_the_worker_runs_the_expiry_sweep(gbot, clock, fake_slack):
+    from revops.bot.outbox import Deliverer
+    from revops.bot.worker import Worker
 
-    register_scheduled_kinds()
     rid, _, _ = await request_posted(gbot, "grant acct_1 30 nobody looks")
+    clock.advance(timedelta(minutes=31))
     async with gbot.db() as db:
         services = Services(settings=gbot.settings, db=db, clock=clock, registry=None)
-        scheduler = Scheduler("test")
-        await scheduler.run_due(services)  # creates the global sweep job, due in 30 s
-        clock.advance(timedelta(minutes=31))
-        assert await scheduler.run_due(services) >= 1
+        worker = Worker(services, Deliverer(db, clock, None))
+        assert "grant_expiry" in [job.name for job in worker.jobs]
+        await worker.tick()
         async with db.transaction() as s:
             assert (await s.get(GrantRequest, rid)).status == "expired"
     updates = await wait_updates(gbot, 1)
