@@ -69,6 +69,7 @@ class Router:
             name=command.name, kind="command", args=args, actor=actor, channel=channel, surface=surface,
             needed=command.role_for(args), mutating=command.mutates(args), dry_run_mode=command.dry_run,
             call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id,
+            slow=command.slow,
         )
 
     async def handle_click(self, action_id: str, value: str, *, actor: str, channel: str | None, surface: str,
@@ -82,13 +83,13 @@ class Router:
             name=action.name, kind="click", args={"value": value}, actor=actor, channel=channel, surface=surface,
             needed=action.role, mutating=action.mutating, dry_run_mode=action.dry_run,
             call=lambda ctx: action.handler(ctx, value), usage=None, request_id=request_id,
-            message_ref=message_ref,
+            message_ref=message_ref, slow=action.slow,
         )
 
     async def _run(self, *, name: str, kind: str, args: dict[str, Any], actor: str, channel: str | None,
                    surface: str, needed: Role, mutating: bool, dry_run_mode: str,
                    call: Callable[[Context], Awaitable[Reply]], usage: str | None,
-                   request_id: str | None, message_ref: str | None = None) -> Outcome:
+                   request_id: str | None, message_ref: str | None = None, slow: bool = False) -> Outcome:
         services = self.services
         role = role_of(services.settings.cfg.roles, actor)
         request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
@@ -102,12 +103,17 @@ class Router:
                 return self._count(Outcome(Reply(f":no_entry: {denied}"), name, "denied"))
 
             posts = 0
-            # Flags first, in their own short transaction: the unit of work below begins at the
-            # handler's first statement, so network calls made before it hold no database lock.
-            async with services.db.transaction() as session:
-                flags = await read_flags(session)
+            flags = None
+            if slow:
+                # Slow commands (Stripe, probes) read the flags in their own short transaction: the
+                # unit of work below begins at the handler's first statement, so network calls made
+                # before it hold no database lock (SQLite has one writer at a time).
+                async with services.db.transaction() as session:
+                    flags = await read_flags(session)
             async with services.db.transaction() as session:
                 now = services.clock.now()
+                if flags is None:
+                    flags = await read_flags(session)
                 ctx = Context(services=services, session=session, actor=actor, role=role, channel=channel,
                               surface=surface, now=now, flags=flags, request_id=request_id,
                               message_ref=message_ref)
