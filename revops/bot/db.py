@@ -21,9 +21,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
+                                    create_async_engine)
 from sqlalchemy.util import await_only
 
+from . import sqlite_driver
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -54,7 +56,13 @@ class SqliteWriteLock:
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine: AsyncEngine
+
+        def _connect():  # aiosqlite, one trip to its thread per statement (sqlite_driver.py)
+            args, params = engine.dialect.create_connect_args(engine.url)
+            return sqlite_driver.connect(*args, **{**params, "timeout": 30})
+
+        engine = create_async_engine(url, async_creator=_connect, **kwargs)
         lock = SqliteWriteLock()
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -115,10 +123,11 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits once at the end, rolls back on any error."""
+    async def transaction(self, connection: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits once at the end, rolls back on any error. On `connection`
+        when given (one the caller keeps across several units of work), else on one of the pool."""
         try:
-            async with self.sessions() as session:
+            async with (self.sessions(bind=connection) if connection is not None else self.sessions()) as session:
                 async with session.begin():
                     yield session
         except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:

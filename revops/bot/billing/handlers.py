@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import ledger
-from .mirror import (MirrorChange, ref_id, upsert_customer, upsert_invoice,
-                     upsert_subscription)
+from .mirror import (MirrorChange, MirrorRow, customer_row, invoice_row, ref_id, subscription_row,
+                     upsert_customer, upsert_invoice, upsert_subscription)
 from .models import Account, LedgerEntry, StripeCustomer, StripeInvoice
 
 
@@ -58,10 +58,14 @@ async def subscription_changed(session, obj, version, at):
     return _from_change(await upsert_subscription(session, obj, version=version, at=at))
 
 
+def _paid(obj: dict[str, Any]) -> bool | None:
+    """False when the invoice is paid (its payment did not fail); None: judge by its status."""
+    return False if obj.get("status") == "paid" or obj.get("paid") else None
+
+
 @handles("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded")
 async def invoice_changed(session, obj, version, at):
-    failed = False if obj.get("status") == "paid" or obj.get("paid") else None
-    return _from_change(await upsert_invoice(session, obj, version=version, at=at, payment_failed=failed))
+    return _from_change(await upsert_invoice(session, obj, version=version, at=at, payment_failed=_paid(obj)))
 
 
 @handles("invoice.payment_failed")
@@ -143,6 +147,30 @@ async def charge_refunded(session, obj, version, at):
         notes.append(f"this refunds a credit pack of {purchase.delta} credits on {purchase.account_id}: "
                      "credits were not removed automatically (use `credits adjust` if they should be)")
     return Applied("processed", "; ".join(notes), changed)
+
+
+# The `*.created` events of mirrored objects, and the row their handler above inserts when the object
+# is new: the webhook's batch path inserts such rows together (mirror.create_all), the outcome being
+# the handler's own ("added to the mirror").
+CREATIONS: dict[str, Callable[[dict[str, Any], int, datetime], MirrorRow]] = {
+    "customer.created": lambda obj, version, at: customer_row(obj, version=version, at=at),
+    "customer.subscription.created": lambda obj, version, at: subscription_row(obj, version=version, at=at),
+    "invoice.created": lambda obj, version, at: invoice_row(obj, version=version, at=at, payment_failed=_paid(obj)),
+}
+
+
+def creation(event: dict[str, Any], at: datetime) -> MirrorRow | None:
+    """The mirror row a `*.created` event inserts if its object is new; None for other events."""
+    plan = CREATIONS.get(event.get("type", ""))
+    obj = (event.get("data") or {}).get("object")
+    if plan is None or not isinstance(obj, dict) or not obj.get("id"):
+        return None
+    return plan(obj, int(event.get("created") or 0), at)
+
+
+def created(row: MirrorRow) -> Applied:
+    """What applying a `creation` says when the object was new."""
+    return _from_change(MirrorChange(row.object_id, row.kind, created=True))
 
 
 def customer_of(event: dict[str, Any]) -> str | None:

@@ -75,18 +75,24 @@ async def ensure_account(session: AsyncSession, account_id: str, *, stripe_custo
     return account
 
 
+def account_row(account_id: str, *, stripe_customer_id: str | None, email: str | None, at: datetime) -> dict:
+    """A new account's row: balance 0, linked to its customer and email."""
+    return dict(id=account_id, stripe_customer_id=stripe_customer_id, email=email, balance=0, created_at=at,
+                updated_at=at)
+
+
 async def link_account(session: AsyncSession, account_id: str, *, stripe_customer_id: str | None = None,
                        email: str | None = None, at: datetime) -> None:
     """Like `ensure_account` without loading it: one INSERT when the account is new (webhook path)."""
     # DO NOTHING on any conflict: the id exists, or the customer is already linked to another account.
-    if await insert_ignore(session, Account, dict(id=account_id, stripe_customer_id=stripe_customer_id, email=email,
-                                                  balance=0, created_at=at, updated_at=at), None):
+    if await insert_ignore(session, Account, account_row(account_id, stripe_customer_id=stripe_customer_id,
+                                                         email=email, at=at), None):
         return
     account = await session.get(Account, account_id)
     if account is None:
         # The customer is linked to another account already: create this one unlinked.
-        await insert_ignore(session, Account, dict(id=account_id, stripe_customer_id=None, email=email, balance=0,
-                                                   created_at=at, updated_at=at), ["id"])
+        await insert_ignore(session, Account, account_row(account_id, stripe_customer_id=None, email=email, at=at),
+                            ["id"])
         return
     if stripe_customer_id and account.stripe_customer_id != stripe_customer_id and account.stripe_customer_id is None:
         owner = (await session.execute(

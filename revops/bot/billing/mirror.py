@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .ledger import link_account
-from .sqlutil import insert_ignore
-from .models import StripeCustomer, StripeInvoice, StripeSubscription
+from .ledger import account_row, link_account
+from .models import Account, StripeCustomer, StripeInvoice, StripeSubscription
+from .sqlutil import insert_ignore, insert_new
 from .stripe_client import StripeClient
 
 
@@ -103,20 +103,43 @@ def _with_defaults(model, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _upsert(session: AsyncSession, model, object_id: str, kind: str, values: dict[str, Any], version: int,
-                  at: datetime, force: bool) -> tuple[MirrorChange, Any]:
+@dataclass(frozen=True)
+class MirrorRow:
+    """One object as an event tells it: what its mirror row holds once the event is applied."""
+
+    model: Any  # StripeCustomer | StripeSubscription | StripeInvoice
+    kind: str  # customer | subscription | invoice
+    object_id: str
+    values: dict[str, Any]
+    version: int
+    at: datetime
+
+    def insert_values(self) -> dict[str, Any]:
+        """The row inserted when the mirror does not have the object yet."""
+        return _with_defaults(self.model, dict(id=self.object_id, version=self.version, updated_at=self.at,
+                                               **self.values))
+
+    def new_account(self) -> dict[str, Any] | None:
+        """The account a newly mirrored customer gets (every mirrored customer has one)."""
+        if self.kind != "customer" or self.values.get("deleted") or not self.values.get("account_id"):
+            return None
+        return account_row(self.values["account_id"], stripe_customer_id=self.object_id,
+                           email=self.values.get("email"), at=self.at)
+
+
+async def _upsert(session: AsyncSession, new: MirrorRow, force: bool) -> tuple[MirrorChange, Any]:
     """Insert first: most events are about an object the mirror does not have yet, and then one
     INSERT … ON CONFLICT DO NOTHING is the whole upsert. Only when the row exists is it locked
     (SELECT … FOR UPDATE on PostgreSQL: concurrent events of one object are compared and applied
     one at a time) and compared by version, so an older event never overwrites newer state."""
-    result = MirrorChange(object_id, kind)
-    full = dict(id=object_id, version=version, updated_at=at, **values)
-    if await insert_ignore(session, model, _with_defaults(model, full), ["id"]):
+    result = MirrorChange(new.object_id, new.kind)
+    if await insert_ignore(session, new.model, new.insert_values(), ["id"]):
         result.created = True
         return result, None
-    row = await session.get(model, object_id, with_for_update=True, populate_existing=True)
+    row = await session.get(new.model, new.object_id, with_for_update=True, populate_existing=True)
+    version, values = new.version, new.values
     if not force and (version < (row.version or 0) or
-                      (version == row.version and _rank(kind, values) < _rank(kind, values, row))):
+                      (version == row.version and _rank(new.kind, values) < _rank(new.kind, values, row))):
         result.stale = True
         return result, row
     for name, value in values.items():
@@ -125,22 +148,51 @@ async def _upsert(session: AsyncSession, model, object_id: str, kind: str, value
             result.changes.append(f"{name.replace('_', ' ')} {_show(old)} → {_show(value)}")
             setattr(row, name, value)
     row.version = max(version, row.version or 0) if not force else version
-    row.updated_at = at
+    row.updated_at = new.at
     return result, row
 
 
-async def upsert_customer(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
-                          deleted: bool = False, force: bool = False) -> MirrorChange:
+class NotNew(Exception):
+    """`create_all` found one of its objects, or one of their accounts, in the database already."""
+
+
+async def create_all(session: AsyncSession, rows: list[MirrorRow]) -> list[MirrorChange]:
+    """Several objects the mirror does not have yet, inserted together: one INSERT per table and
+    one for the new customers' accounts, where `upsert_*` take one or two statements each.
+
+    The rows and outcomes ("added to the mirror") are exactly those of the `upsert_*` one by one
+    when every object is new and every account free. Otherwise it raises NotNew, having written:
+    the caller rolls its transaction back and applies the events one by one."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        values = row.insert_values()
+        groups.setdefault((row.model, tuple(sorted(values))), []).append(values)
+    for (model, _), values in groups.items():
+        if len(await insert_new(session, model, values, ["id"])) < len(values):
+            raise NotNew(f"a {model.__tablename__} row exists already")
+    accounts = [account for account in (row.new_account() for row in rows) if account]
+    if accounts and len(await insert_new(session, Account, accounts, None)) < len(accounts):
+        raise NotNew("an account (or its customer's link) exists already")
+    return [MirrorChange(row.object_id, row.kind, created=True) for row in rows]
+
+
+def customer_row(obj: dict[str, Any], *, version: int, at: datetime, deleted: bool = False) -> MirrorRow:
     deleted = bool(deleted or obj.get("deleted"))
     if deleted and not obj.get("email"):
         values: dict[str, Any] = dict(deleted=True)  # a deleted customer's tombstone has no details
     else:
         values = dict(email=obj.get("email"), name=obj.get("name"), account_id=account_id_for(obj), deleted=deleted)
-    result, row = await _upsert(session, StripeCustomer, obj["id"], "customer", values, version, at, force)
+    return MirrorRow(StripeCustomer, "customer", obj["id"], values, version, at)
+
+
+async def upsert_customer(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
+                          deleted: bool = False, force: bool = False) -> MirrorChange:
+    new = customer_row(obj, version=version, at=at, deleted=deleted)
+    result, row = await _upsert(session, new, force)
     if result.created:
-        if not values.get("deleted") and values.get("account_id"):
-            await link_account(session, values["account_id"], stripe_customer_id=obj["id"], email=values.get("email"),
-                               at=at)
+        if new.new_account() is not None:
+            await link_account(session, new.values["account_id"], stripe_customer_id=obj["id"],
+                               email=new.values.get("email"), at=at)
     elif not result.stale and not row.deleted:
         await link_account(session, row.account_id, stripe_customer_id=row.id, email=row.email, at=at)
     return result
@@ -156,10 +208,13 @@ def subscription_values(obj: dict[str, Any]) -> dict[str, Any]:
                 current_period_end=ts(period_end), cancel_at_period_end=bool(obj.get("cancel_at_period_end")))
 
 
+def subscription_row(obj: dict[str, Any], *, version: int, at: datetime) -> MirrorRow:
+    return MirrorRow(StripeSubscription, "subscription", obj["id"], subscription_values(obj), version, at)
+
+
 async def upsert_subscription(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
                               force: bool = False) -> MirrorChange:
-    result, _ = await _upsert(session, StripeSubscription, obj["id"], "subscription", subscription_values(obj),
-                              version, at, force)
+    result, _ = await _upsert(session, subscription_row(obj, version=version, at=at), force)
     return result
 
 
@@ -179,10 +234,14 @@ def invoice_values(obj: dict[str, Any], payment_failed: bool | None) -> dict[str
                 payment_failed=bool(payment_failed), invoice_created=ts(obj.get("created")))
 
 
+def invoice_row(obj: dict[str, Any], *, version: int, at: datetime, payment_failed: bool | None = None) -> MirrorRow:
+    return MirrorRow(StripeInvoice, "invoice", obj["id"], invoice_values(obj, payment_failed), version, at)
+
+
 async def upsert_invoice(session: AsyncSession, obj: dict[str, Any], *, version: int, at: datetime,
                          payment_failed: bool | None = None, force: bool = False) -> MirrorChange:
-    values = invoice_values(obj, payment_failed)
-    result, _ = await _upsert(session, StripeInvoice, obj["id"], "invoice", values, version, at, force)
+    new = invoice_row(obj, version=version, at=at, payment_failed=payment_failed)
+    result, _ = await _upsert(session, new, force)
     return result
 
 

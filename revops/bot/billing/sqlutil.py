@@ -35,3 +35,17 @@ async def insert_ignore(session: AsyncSession, model, values: dict[str, Any], co
                       None if conflict_on is None else tuple(conflict_on))
     result = await session.execute(stmt, values)
     return bool(result.rowcount)
+
+
+@lru_cache(maxsize=64)
+def _returning_ids(dialect: str, model, conflict_on: tuple[str, ...] | None):
+    return _statement(dialect, model, (), conflict_on).returning(model.__table__.c.id)
+
+
+async def insert_new(session: AsyncSession, model, rows: list[dict[str, Any]],
+                     conflict_on: list[str] | None) -> set[Any]:
+    """Insert several rows (same columns) in ONE statement, skipping those whose key exists, in
+    their order; the ids of the rows inserted. SQLAlchemy sends them as one multi-row INSERT …
+    ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues")."""
+    stmt = _returning_ids(dialect_of(session), model, None if conflict_on is None else tuple(conflict_on))
+    return set((await session.execute(stmt, rows)).scalars())

@@ -6,10 +6,12 @@ the same transaction, record its status.
     stored (processed, failed or ignored)   -> 200
     could not store (database down)         -> 503, so Stripe retries
 
-The webhook path applies the event and inserts it with its outcome in ONE transaction; a
-handler that raises does not lose the event: that transaction rolls back and the event is
-stored as `failed` with the error, ready for `replay failed`. Inside a command's transaction
-(replays, reconcile) the same is done with a SAVEPOINT (`store_and_apply`, `reapply`).
+The webhook path stores the event and applies it in ONE transaction, shared with the
+deliveries arriving at the same time (group commit, batch.py); alone, or when a batch has to be
+undone, an event goes through `ingest_event`. A handler that raises does not lose the event:
+its transaction rolls back and the event is stored as `failed` with the error, ready for
+`replay failed`. Inside a command's transaction (replays, reconcile) the same is done with a
+SAVEPOINT (`store_and_apply`, `reapply`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ def event_row(event: dict[str, Any], *, source: str, now: datetime) -> dict[str,
     )
 
 
+_event_row = event_row  # its former name (tests build rows with it)
+
+
 async def _apply_and_record(session: AsyncSession, event: dict[str, Any], now: datetime, *,
                             attempts_bump: bool) -> Result:
     savepoint = await session.begin_nested()
@@ -157,10 +162,11 @@ class _Duplicate(Exception):
 
 
 async def ingest_event(db, event: dict[str, Any], *, now: datetime) -> Result:
-    """The webhook's unit of work, in as few round trips as possible: apply the event, then insert
-    it with its outcome (ON CONFLICT DO NOTHING on the id). An id already stored means a duplicate
-    delivery: the transaction is rolled back, so nothing it did stays. A handler that raises rolls
-    the transaction back and the event is stored as `failed` in a second one."""
+    """One webhook event's own unit of work (the group commit's way out when a batch fails), in as
+    few round trips as possible: apply the event, then insert it with its outcome (ON CONFLICT DO
+    NOTHING on the id). An id already stored means a duplicate delivery: the transaction is
+    rolled back, so nothing it did stays. A handler that raises rolls the transaction back and
+    the event is stored as `failed` in a second one."""
     row = event_row(event, source="webhook", now=now)
     try:
         async with db.transaction() as session:

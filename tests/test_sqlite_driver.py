@@ -1,0 +1,64 @@
+"""The SQLite driver (revops/bot/sqlite_driver.py): one trip to aiosqlite's thread per statement,
+with the results SQLAlchemy expects (rows, rowcount, lastrowid, RETURNING, errors)."""
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from revops.bot.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/driver.db")
+    async with database.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT UNIQUE, v INTEGER)"))
+    yield database
+    await database.dispose()
+
+
+async def test_each_statement_is_one_trip_to_the_connection_thread(db, monkeypatch):
+    trips = []
+    real = aiosqlite.Connection._execute
+
+    async def counting(self, fn, *args, **kwargs):
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    async with db.transaction() as session:
+        await session.execute(text("SELECT 1"))  # the transaction begins (BEGIN IMMEDIATE)
+        trips.clear()
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+        rows = (await session.execute(text("SELECT k, v FROM t"))).all()
+        assert trips == ["_run", "_run"] and rows == [("a", 1)]
+
+
+async def test_rows_counts_ids_and_returning(db):
+    async with db.transaction() as session:
+        first = await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+        second = await session.execute(text("INSERT INTO t (k, v) VALUES ('b', 2)"))
+        assert (first.lastrowid, second.lastrowid) == (1, 2)
+        many = await session.execute(text("INSERT INTO t (k, v) VALUES (:k, :v) ON CONFLICT DO NOTHING"),
+                                     [{"k": "b", "v": 9}, {"k": "c", "v": 3}, {"k": "d", "v": 4}])
+        assert many.rowcount == 2  # executemany: "b" existed
+        updated = await session.execute(text("UPDATE t SET v = v + 10 WHERE v < 3"))
+        assert updated.rowcount == 2
+        returned = await session.execute(text("INSERT INTO t (k, v) VALUES ('e', 5), ('a', 0) "
+                                              "ON CONFLICT DO NOTHING RETURNING k"))
+        assert returned.scalars().all() == ["e"]
+        result = await session.execute(text("SELECT k FROM t ORDER BY id"))
+        assert result.fetchmany(2) == [("a",), ("b",)] and result.fetchone() == ("c",)
+        assert result.fetchall() == [("d",), ("e",)] and result.fetchone() is None
+        empty = await session.execute(text("SELECT k FROM t WHERE v > 100"))
+        assert empty.all() == []
+
+
+async def test_errors_are_sqlalchemy_errors_and_roll_back(db):
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 2)"))
+    async with db.transaction() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
