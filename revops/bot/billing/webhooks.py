@@ -16,13 +16,10 @@ SAVEPOINT (`store_and_apply`, `reapply`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
