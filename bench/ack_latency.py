@@ -1,10 +1,12 @@
 """Benchmark: acknowledgement latency of signed `/revops` commands through uvicorn on loopback,
 against a bare bolt AsyncApp on FastAPI whose /revops only acknowledges, measured in the same run.
 
-    python bench/ack_latency.py [--requests 300] [--concurrency 1,8,32] [--json out.json]
+    python bench/ack_latency.py [--db sqlite|postgresql|both] [--requests 400] [--concurrency 1,8,32]
+                                [--json out.json]
 
 Both servers run as `uvicorn` subprocesses on loopback with the same fake Slack Web API; the load
-comes from this process (httpx, signed requests). Prints p50/p99 per command and concurrency and
+comes from this process (bench/loadgen.py: keep-alive connections, requests signed before the
+clock starts, every connection warmed first). Prints p50/p99 per command and concurrency and
 the ratio of revops' p99 to the floor's. Target: p99 <= 1.3x the floor and under 100 ms.
 """
 
@@ -26,6 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.loadgen import run_load  # noqa: E402
 from tests.support.fake_slack import FakeSlack  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.slack_requests import sign, slash_body  # noqa: E402
@@ -45,12 +48,12 @@ responder = ["{USER}"]
 """
 
 
-def env_for(tmp: Path, slack: FakeSlack) -> dict[str, str]:
+def env_for(tmp: Path, slack: FakeSlack, database_url: str | None = None) -> dict[str, str]:
     config = tmp / "revops.toml"
     config.write_text(TOML)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
     env.update(
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/bench.db",
+        DATABASE_URL=database_url or f"sqlite+aiosqlite:///{tmp}/bench.db",
         REVOPS_CONFIG=str(config),
         SLACK_SIGNING_SECRET=SECRET,
         SLACK_BOT_TOKEN=TOKEN,
@@ -104,35 +107,13 @@ def start_server(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 
 
 async def measure(url: str, text: str, total: int, concurrency: int, slack: FakeSlack) -> list[float]:
-    latencies: list[float] = []
-    queue: asyncio.Queue = asyncio.Queue()
-    for _ in range(total):
-        queue.put_nowait(None)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        async def one():
-            body = slash_body(text, user=USER, channel=CHANNEL, response_url=slack.response_url("bench"))
-            headers = sign(SECRET, body)
-            started = time.perf_counter()
-            response = await client.post("/slack/events", content=body, headers=headers)
-            elapsed = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(f"{text!r}: HTTP {response.status_code} {response.text[:200]}")
-            return elapsed
+    host, port = url.removeprefix("http://").split(":")
 
-        for _ in range(min(20, total)):  # warm-up: connections, first auth.test, caches
-            await one()
+    def make_request(_i: int) -> tuple[bytes, dict[str, str]]:
+        body = slash_body(text, user=USER, channel=CHANNEL, response_url=slack.response_url("bench"))
+        return body.encode(), sign(SECRET, body)
 
-        async def worker():
-            while True:
-                try:
-                    queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                latencies.append(await one())
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
+    return await run_load(host, int(port), "/slack/events", make_request, total=total, concurrency=concurrency)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -140,10 +121,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run(requests: int, levels: list[int]) -> dict:
+def run(requests: int, levels: list[int], db: str = "sqlite") -> dict:
     slack = FakeSlack().start()
     tmp = Path(tempfile.mkdtemp(prefix="revops-ack-bench-"))
-    env = env_for(tmp, slack)
+    pg = None
+    database_url = None
+    if db == "postgresql":
+        from tests.support.postgres import PostgresServer
+
+        pg = PostgresServer().start()
+        database_url = asyncio.run(pg.create_database())
+    env = env_for(tmp, slack, database_url)
     seed(env)
     servers = {}
     try:
@@ -158,10 +146,10 @@ def run(requests: int, levels: list[int]) -> dict:
                     figures[name] = {"p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
                                      "mean_ms": statistics.mean(lat) * 1000}
                 ratio = figures["revops"]["p99_ms"] / figures["bare-bolt"]["p99_ms"]
-                rows.append({"command": text, "concurrency": concurrency, **{
+                rows.append({"db": db, "command": text, "concurrency": concurrency, **{
                     f"{name}_{k}": round(v, 2) for name, f in figures.items() for k, v in f.items()},
                     "p99_ratio": round(ratio, 2)})
-                print(f"{text:<20} c={concurrency:<3} revops p50 {figures['revops']['p50_ms']:6.1f} ms "
+                print(f"[{db}] {text:<18} c={concurrency:<3} revops p50 {figures['revops']['p50_ms']:6.1f} ms "
                       f"p99 {figures['revops']['p99_ms']:6.1f} ms | bare bolt p50 {figures['bare-bolt']['p50_ms']:6.1f} ms "
                       f"p99 {figures['bare-bolt']['p99_ms']:6.1f} ms | p99 ratio {ratio:4.2f}x", flush=True)
         return {"requests": requests, "rows": rows,
@@ -174,15 +162,23 @@ def run(requests: int, levels: list[int]) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
         slack.stop()
+        if pg is not None:
+            pg.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--json")
     args = parser.parse_args()
-    result = run(args.requests, [int(c) for c in args.concurrency.split(",")])
+    levels = [int(c) for c in args.concurrency.split(",")]
+    result: dict = {"rows": []}
+    for db in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+        one = run(args.requests, levels, db)
+        result.update({k: v for k, v in one.items() if k != "rows"})
+        result["rows"] += one["rows"]
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

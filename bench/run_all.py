@@ -65,7 +65,7 @@ def main() -> int:
     codes = {}
 
     codes["ack"], _, _ = step("(a) acknowledgement latency", [
-        "bench/ack_latency.py", "--requests", "100" if q else "400", "--json", str(tmp / "ack.json")])
+        "bench/ack_latency.py", "--db", "both", "--requests", "100" if q else "400", "--json", str(tmp / "ack.json")])
     codes["webhook"], _, _ = step("(b) webhook ingest", [
         "bench/webhook_ingest.py", "--db", "both", "--events", "500" if q else "3000"])
     codes["health"], _, _ = step("(c) health fan-out", [
@@ -101,7 +101,8 @@ def markdown(r: dict) -> str:
              f"load average at start {m['load_average'][0]:.2f}" + (" — quick run" if r.get("quick") else ""), ""]
     lines += ["| benchmark | figure | floor / reference | ratio | target |", "| --- | --- | --- | --- | --- |"]
     for row in (r.get("ack_latency") or {}).get("rows", []):
-        lines.append(f"| ack `/revops {row['command']}` c={row['concurrency']} | p50 {row['revops_p50_ms']:.1f} ms, "
+        lines.append(f"| ack `/revops {row['command']}` ({row.get('db', 'sqlite')}), c={row['concurrency']} | "
+                     f"p50 {row['revops_p50_ms']:.1f} ms, "
                      f"p99 {row['revops_p99_ms']:.1f} ms | bare bolt p99 {row['bare-bolt_p99_ms']:.1f} ms | "
                      f"{row['p99_ratio']:.2f}x | ≤ 1.3x, < 100 ms |")
     for w in r.get("webhook_ingest") or []:

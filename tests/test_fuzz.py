@@ -58,3 +58,13 @@ def test_any_input_gets_an_answer_never_an_exception(fuzz_env, data):
     if outcome.outcome == "usage":
         assert any(line.startswith("Usage:") for line in outcome.reply.lines), (text, outcome.reply.plain())
     assert "Traceback" not in outcome.reply.plain()
+
+
+@pytest.mark.parametrize("text", ["grant approve 99999999999999999999", "grant reject #99999999999999999999",
+                                  "audit --limit 99999999999999999999", "grant approve ٣"])
+def test_numbers_too_large_for_the_database_get_the_usage_line(fuzz_env, text):
+    # found by the fuzzer: a 20-digit request id reached SQLite and overflowed its INTEGER
+    loop, router, _ = fuzz_env
+    outcome = loop.run_until_complete(router.handle_text(text, actor="U0ADMIN", channel="C0FUZZ", surface="console"))
+    assert outcome.outcome == "usage", (text, outcome.reply.plain())
+    assert any(line.startswith("Usage:") for line in outcome.reply.lines)

@@ -4,7 +4,7 @@ with the results SQLAlchemy expects (rows, rowcount, lastrowid, RETURNING, error
 import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from revops.bot.db import Database
 
@@ -18,21 +18,59 @@ async def db(tmp_path):
     await database.dispose()
 
 
-async def test_each_statement_is_one_trip_to_the_connection_thread(db, monkeypatch):
-    trips = []
+@pytest.fixture
+def trips(monkeypatch):
+    """What went to the connections' threads, by function name."""
+    seen = []
     real = aiosqlite.Connection._execute
 
     async def counting(self, fn, *args, **kwargs):
-        trips.append(getattr(fn, "__name__", repr(fn)))
+        seen.append(getattr(fn, "__name__", repr(fn)))
         return await real(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return seen
+
+
+async def test_only_what_can_wait_goes_to_the_connection_thread(db, trips):
     async with db.transaction() as session:
-        await session.execute(text("SELECT 1"))  # the transaction begins (BEGIN IMMEDIATE)
+        await session.execute(text("SELECT 1"))  # the transaction begins: BEGIN IMMEDIATE may wait
+        assert trips == ["_run"]
         trips.clear()
+        # Inside the write transaction this connection holds the write lock: nothing waits.
         await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
         rows = (await session.execute(text("SELECT k, v FROM t"))).all()
-        assert trips == ["_run", "_run"] and rows == [("a", 1)]
+        assert trips == [] and rows == [("a", 1)]
+    assert trips == ["commit"]  # the commit may checkpoint: on the thread
+
+
+async def test_reads_never_leave_the_loop_and_cannot_write(db, trips):
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+    async with db.reading() as session:
+        rows = (await session.execute(text("SELECT k, v FROM t"))).all()
+    assert rows == [("a", 1)]
+    trips.clear()
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+    assert trips == []
+    with pytest.raises(OperationalError, match="readonly"):
+        async with db.reading() as session:
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('b', 2)"))
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+
+
+async def test_a_read_sees_one_snapshot_while_a_writer_commits(db):
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+    async with db.reading() as reader:
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+        async with db.transaction() as writer:  # not blocked by the open read
+            await writer.execute(text("INSERT INTO t (k, v) VALUES ('b', 2)"))
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+    async with db.reading() as reader:
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
 
 
 async def test_rows_counts_ids_and_returning(db):

@@ -36,7 +36,7 @@ class Context:
     channel: str | None
     surface: str
     now: datetime
-    flags: FlagState
+    flags: FlagState | None  # read up front for actions that change things; quick reads ask `current_flags()`
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     dry_run: bool = False
     message_ref: str | None = None  # for clicks: the message holding the button
@@ -45,11 +45,19 @@ class Context:
     audit_detail: str | None = None
     audit_data: dict[str, Any] = field(default_factory=dict)  # merged into the audit record's arguments
     outcome: str | None = None  # a handler may name its outcome (e.g. "refused") instead of "ok"
+    final_outcome: str = "ok"  # what the router recorded: the handler's outcome, or "dry_run"
     timeline: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def settings(self):
         return self.services.settings
+
+    async def current_flags(self) -> FlagState:
+        if self.flags is None:
+            from .flags import read_flags
+
+            self.flags = await read_flags(self.session)
+        return self.flags
 
     def post(self, channel: str | None, reply: Reply, *, ref: str | None = None, thread_ts: str | None = None) -> None:
         """Post a message to a channel after the transaction commits (nothing if no channel)."""

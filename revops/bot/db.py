@@ -6,6 +6,10 @@ lock taken when the transaction really begins — its first statement — and gi
 when it ends: fair and immediate, where SQLite's busy handler polls with sleeps. A
 unit of work that talks to Stripe or probes services before its first statement does
 not hold the lock while it waits on the network.
+
+Read-only units of work (`Database.reading()`) take no lock at all: on SQLite they run on
+connections of their own that refuse writes, in a deferred transaction (WAL readers see a
+consistent snapshot and never wait on the writer), without leaving the event loop's thread.
 """
 
 from __future__ import annotations
@@ -54,15 +58,39 @@ class SqliteWriteLock:
             self._lock.release()
 
 
+def _sqlite_engine(url: str, read_only: bool, **kwargs) -> AsyncEngine:
+    engine: AsyncEngine
+
+    def _connect():  # aiosqlite, one trip to its thread per statement (sqlite_driver.py)
+        args, params = engine.dialect.create_connect_args(engine.url)
+        return sqlite_driver.connect(*args, **{**params, "timeout": 30}, read_only=read_only)
+
+    engine = create_async_engine(url, async_creator=_connect, **kwargs)
+    return engine
+
+
+def make_read_engine(url: str) -> AsyncEngine:
+    """SQLite: connections that only read, each transaction a deferred BEGIN (a snapshot)."""
+    engine = _sqlite_engine(url, read_only=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _sqlite_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine: AsyncEngine
-
-        def _connect():  # aiosqlite, one trip to its thread per statement (sqlite_driver.py)
-            args, params = engine.dialect.create_connect_args(engine.url)
-            return sqlite_driver.connect(*args, **{**params, "timeout": 30})
-
-        engine = create_async_engine(url, async_creator=_connect, **kwargs)
+        engine = _sqlite_engine(url, read_only=False, **kwargs)
         lock = SqliteWriteLock()
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -117,17 +145,29 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        # PostgreSQL reads need nothing special: they use the same pool and never wait on writers.
+        self.read_engine = make_read_engine(url) if url.startswith("sqlite") else self.engine
+        self.read_sessions = (async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
+                              if self.read_engine is not self.engine else self.sessions)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    @asynccontextmanager
-    async def transaction(self, connection: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
+    def transaction(self, connection: AsyncConnection | None = None):
         """One unit of work: commits once at the end, rolls back on any error. On `connection`
         when given (one the caller keeps across several units of work), else on one of the pool."""
+        return self._unit(self.sessions(bind=connection) if connection is not None else self.sessions())
+
+    def reading(self):
+        """A unit of work that only reads: no write lock, and on SQLite it cannot write."""
+        return self._unit(self.read_sessions())
+
+    @staticmethod
+    @asynccontextmanager
+    async def _unit(new_session: AsyncSession) -> AsyncIterator[AsyncSession]:
         try:
-            async with (self.sessions(bind=connection) if connection is not None else self.sessions()) as session:
+            async with new_session as session:
                 async with session.begin():
                     yield session
         except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
@@ -158,6 +198,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 _UNAVAILABLE = {
@@ -170,6 +212,8 @@ _UNAVAILABLE = {
 
 def _is_connection_error(exc: DBAPIError) -> bool:
     """Whether a database error means "the database is unavailable" rather than a bug or bad data."""
+    if "readonly database" in str(exc):
+        return False  # a write in a read-only unit of work is a bug, not an outage
     if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
         return True
     chain, cause = [], exc.orig

@@ -134,14 +134,29 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MAX_INT = 2**63 - 1  # the databases' BIGINT: a larger number cannot name or count anything here
+
+
+def as_id(raw: str | None) -> int | None:
+    """A record id written as digits (`12`, `#12`), or None when it is not one that can exist."""
+    text = (raw or "").strip().removeprefix("#")
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or not 0 < int(text) <= MAX_INT:
+        return None
+    return int(text)
+
+
 def _convert(label: str, kind: str, raw: str) -> Any:
     if kind == "int":
         if not re.fullmatch(r"\+?\d+", raw):
             raise UsageError(f"{label} must be a whole number, got `{_clip(raw)}`")
+        if len(raw) > 19 or int(raw) > MAX_INT:
+            raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
         return int(raw)
     if kind == "signed":
         if not re.fullmatch(r"[+-]\d+", raw):
             raise UsageError(f"{label} must be a signed whole number such as +50 or -20, got `{_clip(raw)}`")
+        if len(raw) > 20 or abs(int(raw)) > MAX_INT:
+            raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
         return int(raw)
     if kind == "duration":
         try:

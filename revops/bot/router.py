@@ -102,50 +102,46 @@ class Router:
                                        detail=f"needs {needed.name}, has {role.name}")
                 return self._count(Outcome(Reply(f":no_entry: {denied}"), name, "denied"))
 
-            posts = 0
-            flags = None
-            if slow:
-                # Slow commands (Stripe, probes) read the flags in their own short transaction: the
-                # unit of work below begins at the handler's first statement, so network calls made
-                # before it hold no database lock (SQLite has one writer at a time).
+            start = dict(actor=actor, role=role, channel=channel, surface=surface, request_id=request_id,
+                         message_ref=message_ref)
+            if not mutating and not slow:
+                ctx, reply = await self._read(call, start)
+                record = ActionRecord(name, kind, actor, channel, args, ctx.outcome or "ok", False, reply.text,
+                                      ctx.now, ctx)
+                ctx.final_outcome = record.outcome
+                posts = 0
+                if ctx.posts or any(recorder.wants(record) for recorder in services.recorders):
+                    async with services.db.transaction() as session:
+                        ctx.session = session
+                        posts = await self._record(session, ctx, name, kind, args, reply, mutating=False,
+                                                   simulate=False)
+            else:
+                flags = None
+                if slow:
+                    # Slow commands (Stripe, probes) read the flags in their own short transaction: the
+                    # unit of work below begins at the handler's first statement, so network calls made
+                    # before it hold no database lock (SQLite has one writer at a time).
+                    async with services.db.reading() as session:
+                        flags = await read_flags(session)
                 async with services.db.transaction() as session:
-                    flags = await read_flags(session)
-            async with services.db.transaction() as session:
-                now = services.clock.now()
-                if flags is None:
-                    flags = await read_flags(session)
-                ctx = Context(services=services, session=session, actor=actor, role=role, channel=channel,
-                              surface=surface, now=now, flags=flags, request_id=request_id,
-                              message_ref=message_ref)
-                simulate = mutating and flags.dry_run and dry_run_mode != "exempt"
-                ctx.dry_run = simulate
-                if simulate and dry_run_mode == "simulate":
-                    savepoint = await session.begin_nested()
-                    reply = await call(ctx)
-                    await savepoint.rollback()
-                else:
-                    reply = await call(ctx)
-                outcome = "dry_run" if simulate else (ctx.outcome or "ok")
-                if simulate:
-                    reply.tag = "dry run"
-                for post in ctx.posts:
-                    if simulate:
-                        post.reply.tag = "dry run"
-                    await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
-                                  ref=post.ref, thread_ts=post.thread_ts)
-                    posts += 1
-                if mutating:
-                    await audit.append(session, at=now, actor=actor, command=name, args={**args, **ctx.audit_data},
-                                       outcome=outcome,
-                                       channel=channel, surface=surface, detail=ctx.audit_detail,
-                                       subject=ctx.audit_subject)
-                record = ActionRecord(name, kind, actor, channel, args, outcome, mutating, reply.text, now, ctx)
-                for recorder in services.recorders:
-                    await recorder(session, record)
+                    if flags is None:
+                        flags = await read_flags(session)
+                    ctx = Context(services=services, session=session, now=services.clock.now(), flags=flags,
+                                  **start)
+                    simulate = mutating and flags.dry_run and dry_run_mode != "exempt"
+                    ctx.dry_run = simulate
+                    if simulate and dry_run_mode == "simulate":
+                        savepoint = await session.begin_nested()
+                        reply = await call(ctx)
+                        await savepoint.rollback()
+                    else:
+                        reply = await call(ctx)
+                    posts = await self._record(session, ctx, name, kind, args, reply, mutating=mutating,
+                                               simulate=simulate)
             if posts:
                 for notify in services.on_posts:
                     notify()
-            return self._count(Outcome(reply, name, outcome, posts))
+            return self._count(Outcome(reply, name, ctx.final_outcome, posts))
         except UsageError as exc:
             if usage and not exc.usage:
                 exc.usage = usage
@@ -163,6 +159,37 @@ class Router:
                 Reply(f":warning: `{name}` failed unexpectedly; nothing was changed. (request id {request_id})"),
                 name, "error",
             ))
+
+    async def _read(self, call, start: dict[str, Any]) -> tuple[Context, Reply]:
+        """A quick read takes no write lock: the handler runs in a read-only unit of work; what it
+        leaves to record (posts, timeline entries) is written afterwards."""
+        async with self.services.db.reading() as session:
+            ctx = Context(services=self.services, session=session, now=self.services.clock.now(), flags=None,
+                          **start)
+            return ctx, await call(ctx)
+
+    async def _record(self, session, ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *,
+                      mutating: bool, simulate: bool) -> int:
+        """The recording point, in the unit of work that writes: posts to the outbox, the audit
+        record of a mutating action, and the recorders (the incident timeline). Returns the posts."""
+        now = ctx.now
+        outcome = "dry_run" if simulate else (ctx.outcome or "ok")
+        ctx.final_outcome = outcome
+        if simulate:
+            reply.tag = "dry run"
+        for post in ctx.posts:
+            if simulate:
+                post.reply.tag = "dry run"
+            await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
+                          ref=post.ref, thread_ts=post.thread_ts)
+        if mutating:
+            await audit.append(session, at=now, actor=ctx.actor, command=name, args={**args, **ctx.audit_data},
+                               outcome=outcome, channel=ctx.channel, surface=ctx.surface, detail=ctx.audit_detail,
+                               subject=ctx.audit_subject)
+        record = ActionRecord(name, kind, ctx.actor, ctx.channel, args, outcome, mutating, reply.text, now, ctx)
+        for recorder in self.services.recorders:
+            await recorder.write(session, record)
+        return len(ctx.posts)
 
     async def _audit_failure(self, name, args, actor, channel, surface, mutating, detail) -> None:
         if not mutating:

@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from .billing.stripe_client import StripeClient
 
 
+@dataclass(frozen=True)
+class Recorder:
+    """A hook at the router's recording point. `write(session, record)` runs inside the unit of
+    work that writes; `wants(record)` says, without the database, whether it could write anything
+    for this action (a quick read with nothing to record then opens no write transaction)."""
+
+    write: Callable[..., Awaitable[None]]
+    wants: Callable[[Any], bool] = lambda record: True
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -22,7 +32,7 @@ class Services:
     registry: Registry
     # The router's one recording point: called inside the request's transaction
     # with (session, ActionRecord) after every command or click that ran.
-    recorders: list[Callable[..., Awaitable[None]]] = field(default_factory=list)
+    recorders: list[Recorder] = field(default_factory=list)
     # Called after a commit that queued posts (the Slack adapter delivers them).
     on_posts: list[Callable[[], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -42,7 +52,7 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Database 
         registry=build_registry(),
         stripe=StripeClient.from_settings(settings),
     )
-    from .incidents.timeline import record_action
+    from .incidents.timeline import may_record, record_action
 
-    services.recorders.append(record_action)  # the incident timeline
+    services.recorders.append(Recorder(record_action, may_record))  # the incident timeline
     return services

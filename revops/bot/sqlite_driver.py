@@ -9,6 +9,12 @@ the connection's thread, and the adapter is served the rows, description, rowcou
 lastrowid it already has. Results are the same; a statement costs about half as much
 (bench/webhook_ingest.py).
 
+Statements that cannot wait on a lock skip the trip altogether and run in the event loop's
+thread, where they take microseconds: every statement of a read-only connection (WAL readers
+never wait), and every statement inside a write transaction, which already holds SQLite's
+write lock. What can wait — `BEGIN IMMEDIATE` (another process may be writing) and the commit
+of a write transaction (a checkpoint may sync the file) — still goes to the connection's thread.
+
 Used by `revops.bot.db.make_engine` through SQLAlchemy's `async_creator` hook, with the
 connection arguments the aiosqlite dialect makes from the URL.
 """
@@ -51,8 +57,12 @@ class OneTripCursor:
             cursor.close()
 
     async def _trip(self, method: str, sql: str, parameters: Any) -> "OneTripCursor":
-        self.description, self.rowcount, self.lastrowid, rows = await self._connection._execute(
-            self._run, method, sql, parameters)
+        connection = self._connection
+        if connection.read_only or connection._conn.in_transaction:
+            self.description, self.rowcount, self.lastrowid, rows = self._run(method, sql, parameters)
+        else:
+            self.description, self.rowcount, self.lastrowid, rows = await connection._execute(
+                self._run, method, sql, parameters)
         self._rows = collections.deque(rows)
         return self
 
@@ -79,18 +89,39 @@ class OneTripCursor:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors are `OneTripCursor`s (no trip to create one)."""
+    """An aiosqlite connection whose cursors are `OneTripCursor`s (no trip to create one).
+    A `read_only` one (opened with `PRAGMA query_only`) also ends its transactions in place:
+    a read transaction has nothing to write back; nor has a connection with none open."""
+
+    read_only = False
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
 
+    async def commit(self) -> None:
+        if self.read_only or not self._conn.in_transaction:
+            self._conn.commit()  # nothing to write back: no trip
+        else:
+            await super().commit()
 
-def connect(database: str, **kwargs: Any) -> OneTripConnection:
-    """Like `aiosqlite.connect` (same arguments, those SQLAlchemy's dialect makes from the URL)."""
+    async def rollback(self) -> None:
+        if self.read_only or not self._conn.in_transaction:
+            self._conn.rollback()  # (the pool's reset of a connection it gets back, mostly)
+        else:
+            await super().rollback()
+
+
+def connect(database: str, *, read_only: bool = False, **kwargs: Any) -> OneTripConnection:
+    """Like `aiosqlite.connect` (same arguments, those SQLAlchemy's dialect makes from the URL);
+    `read_only` connections refuse writes (`PRAGMA query_only`) and never leave the loop's thread."""
 
     def connector() -> sqlite3.Connection:
-        return sqlite3.connect(database, **kwargs)
+        conn = sqlite3.connect(database, **kwargs)
+        if read_only:
+            conn.execute("PRAGMA query_only=ON")
+        return conn
 
     connection = OneTripConnection(connector, iter_chunk_size=64)
+    connection.read_only = read_only
     connection._thread.daemon = True  # as SQLAlchemy does for the aiosqlite connections it opens
     return connection

@@ -56,7 +56,7 @@ async def _toggle(ctx: Context, name: str, value: bool) -> Reply:
 async def dryrun(ctx: Context, args: dict) -> Reply:
     choice = args.get("choice", "status")
     if choice == "status":
-        return _status_reply(ctx.flags)
+        return _status_reply(await ctx.current_flags())
     return await _toggle(ctx, "dry_run", choice == "on")
 
 
@@ -65,7 +65,7 @@ async def dryrun(ctx: Context, args: dict) -> Reply:
 async def panic(ctx: Context, args: dict) -> Reply:
     choice = args.get("choice", "status")
     if choice == "status":
-        return _status_reply(ctx.flags)
+        return _status_reply(await ctx.current_flags())
     if choice == "off":
         return await _toggle(ctx, "panic", False)
     if ctx.flags.panic:

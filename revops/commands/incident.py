@@ -14,6 +14,7 @@ from sqlalchemy import select
 from revops.bot.context import Context
 from revops.bot.durations import format_duration
 from revops.bot.errors import Conflict, NotFound, UsageError
+from revops.bot.grammar import as_id
 from revops.bot.incidents import service
 from revops.bot.incidents.impact import Impact, parse_figures
 from revops.bot.incidents.models import Alert, Incident, ScheduledJob
@@ -364,10 +365,11 @@ async def stats(ctx: Context, args: dict) -> Reply:
 
 
 async def _alert(ctx: Context, value: str) -> Alert:
-    if not value.isdigit():
+    alert_id = as_id(value)
+    if alert_id is None:
         raise UsageError("this alert button has no alert id")
     alert = (await ctx.session.execute(
-        select(Alert).where(Alert.id == int(value)).with_for_update())).scalar_one_or_none()
+        select(Alert).where(Alert.id == alert_id).with_for_update())).scalar_one_or_none()
     if alert is None:
         raise NotFound(f"Alert {value[:12]} no longer exists.")
     return alert

@@ -83,6 +83,28 @@ def test_localstripe_killed_between_reconcile_and_replay(stripe_bot):
             "nothing was changed") in text
 
 
+def test_a_hung_stripe_gets_an_answer_in_time_and_writes_nothing(stripe_bot, hanging_server):
+    """Stripe accepts the connection and never answers: the command is acknowledged at once, the
+    person gets a sentence when the call's time budget runs out, and nothing was half-applied."""
+    customer, sub = _mirrored(stripe_bot)
+    services = stripe_bot.runtime.services
+    real = services.stripe
+    services.stripe = StripeClient("sk_test_hung", api_base=hanging_server, request_timeout=0.5, call_budget=1.5)
+    try:
+        before = _snapshot(stripe_bot)
+        ack, text, acked, answered = _timed_ask(stripe_bot, f"sync {customer['id']}", RESPONDER)
+        assert "Working on it" in ack and acked < 1.5
+        assert answered < 2.5, answered
+        assert ("Stripe did not answer within 1.5 s" in text or "Stripe is unreachable (timed out)" in text), text
+        assert "nothing was changed" in text and "sk_test" not in text
+        assert _snapshot(stripe_bot) == before
+        ack, text, acked, answered = _timed_ask(stripe_bot, "customer ada@example.com", VIEWER)
+        assert acked < 1.5 and answered < 2.5
+        assert "showing the local mirror only" in text and sub["id"] in text
+    finally:
+        services.stripe = real
+
+
 # -- the gateway on its own ---------------------------------------------------------------------------
 
 

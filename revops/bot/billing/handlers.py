@@ -80,7 +80,7 @@ async def checkout_completed(session, obj, version, at):
     raw = str(metadata.get("credits") or "").strip()
     if not raw:
         return Applied("ignored", f"checkout {obj.get('id')}: not a credit-pack purchase (no metadata.credits)")
-    if not raw.isdigit() or int(raw) <= 0:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15 or int(raw) <= 0:
         raise ValueError(f"checkout {obj.get('id')}: metadata.credits must be a positive whole number, got {raw[:20]!r}")
     if obj.get("payment_status") not in (None, "paid", "no_payment_required"):
         return Applied("ignored", f"checkout {obj.get('id')}: payment status is {obj.get('payment_status')}; "

@@ -17,6 +17,7 @@ from revops.bot.billing import ledger
 from revops.bot.billing.models import LedgerEntry
 from revops.bot.context import Context
 from revops.bot.errors import NotFound, UsageError
+from revops.bot.grammar import as_id
 from revops.bot.outbox import enqueue
 from revops.bot.reply import Button, Reply
 from revops.bot.services import Services
@@ -27,10 +28,10 @@ SYSTEM_ACTOR = "revops"
 
 
 def parse_request_id(raw: str) -> int:
-    text = raw.strip().lstrip("#")
-    if not text.isdigit():
+    request_id = as_id(raw)
+    if request_id is None:
         raise UsageError(f"a request is named by its number, such as #12; got `{raw[:40]}`")
-    return int(text)
+    return request_id
 
 
 def _hhmm(when: datetime) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..models import Base, BigId
@@ -43,6 +43,7 @@ class Incident(Base):
 
 class TimelineEntry(Base):
     __tablename__ = "incident_timeline"
+    __table_args__ = (Index("ix_incident_timeline_kind_at", "incident_id", "kind", "at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(BigId, ForeignKey("incidents.id"), index=True)

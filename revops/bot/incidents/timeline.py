@@ -46,6 +46,11 @@ def _describe(record) -> str:
     return f"{text}: {summary}" if summary else text
 
 
+def may_record(record) -> bool:
+    """Whether `record_action` could write anything for this action (decided without the database)."""
+    return record.mutating or bool(record.ctx.timeline) or _family(record.name) in RECORDED_READS
+
+
 async def record_action(session, record) -> None:
     family = _family(record.name)
     ctx = record.ctx

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from ..grammar import as_id
 from ..templating import render
 from ..web.auth import bearer_ok, require_bearer
 from . import links, service
@@ -63,10 +64,11 @@ async def incident_page(request: Request, incident_id: str):
     services = runtime.services
     now = services.clock.now()
     _authorize_page(request, f"/incidents/{incident_id}", now)
-    if not incident_id.isdigit():
+    number = as_id(incident_id)
+    if number is None:
         raise HTTPException(status_code=404, detail="no such incident")
     async with services.db.transaction() as session:
-        incident = await session.get(Incident, int(incident_id))
+        incident = await session.get(Incident, number)
         if incident is None:
             raise HTTPException(status_code=404, detail="no such incident")
         entries = await service.timeline_of(session, incident.id)

@@ -32,13 +32,42 @@ def payload(reply: Reply) -> dict[str, Any]:
     }
 
 
-def build_slack_app(services: Services, router: Router, client) -> AsyncApp:
+class Followups:
+    """Work that goes on after Slack has its acknowledgement (slow answers, click results).
+
+    bolt runs listeners with `process_before_response=True`: the HTTP response (or Socket
+    Mode ack) goes out when the listener returns, so a quick answer is in it at once rather
+    than after bolt's 10 ms acknowledgement poll. Whatever must outlive the acknowledgement
+    is handed here; the runtime drains it before it stops."""
+
+    def __init__(self):
+        self.tasks: set[asyncio.Task] = set()
+
+    def start(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("follow-up after acknowledgement failed: %s", type(task.exception()).__name__,
+                      exc_info=task.exception())
+
+    async def drain(self, timeout: float = 15.0) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+
+
+def build_slack_app(services: Services, router: Router, client, followups: Followups | None = None) -> AsyncApp:
     env = services.settings.env
+    followups = followups or Followups()
     app = AsyncApp(
         signing_secret=env.slack_signing_secret.get_secret_value(),
         client=client,
-        process_before_response=False,
+        process_before_response=True,
     )
+    app.revops_followups = followups  # type: ignore[attr-defined]
 
     @app.middleware
     async def drop_retried_events(body, next):
@@ -65,26 +94,38 @@ def build_slack_app(services: Services, router: Router, client) -> AsyncApp:
             await ack(**payload(work.result().reply))
             return
         await ack(text=WORKING, response_type="ephemeral")
-        outcome: Outcome = await work
-        await respond(**payload(outcome.reply), replace_original=False)
+
+        async def answer_later():
+            outcome: Outcome = await work
+            await respond(**payload(outcome.reply), replace_original=False)
+
+        followups.start(answer_later())
 
     @app.action(re.compile(r"^revops:"))
     async def on_click(ack, body, action, respond):
         await ack()
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        outcome = await router.handle_click(
-            action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
-            surface="slack",
-        )
-        reply = outcome.reply
-        if getattr(reply, "replace", False):
-            await respond(text=fallback_text(reply), blocks=render_blocks(reply), replace_original=True)
-        else:
-            await respond(text=fallback_text(reply), blocks=render_blocks(reply), response_type="ephemeral",
-                          replace_original=False)
+
+        async def click():
+            outcome = await router.handle_click(
+                action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
+                surface="slack",
+            )
+            reply = outcome.reply
+            if getattr(reply, "replace", False):
+                await respond(text=fallback_text(reply), blocks=render_blocks(reply), replace_original=True)
+            else:
+                await respond(text=fallback_text(reply), blocks=render_blocks(reply), response_type="ephemeral",
+                              replace_original=False)
+
+        followups.start(click())
 
     @app.event("app_mention")
     async def on_mention(event, client):
+        # bolt acknowledges events itself; the answer follows.
+        followups.start(mention(event, client))
+
+    async def mention(event, client):
         # "@revops help" runs the same commands; the answer goes to the thread.
         text = re.sub(r"^\s*<@[A-Z0-9]+>\s*", "", event.get("text", ""))
         outcome = await router.handle_text(text, actor=event.get("user", ""), channel=event.get("channel"),
