@@ -1,6 +1,9 @@
 """The SQLite driver (revops/bot/sqlite_driver.py): one trip to aiosqlite's thread per statement,
 with the results SQLAlchemy expects (rows, rowcount, lastrowid, RETURNING, errors)."""
 
+import asyncio
+import sqlite3
+
 import aiosqlite
 import pytest
 from sqlalchemy import text
@@ -34,14 +37,31 @@ def trips(monkeypatch):
 
 async def test_only_what_can_wait_goes_to_the_connection_thread(db, trips):
     async with db.transaction() as session:
-        await session.execute(text("SELECT 1"))  # the transaction begins: BEGIN IMMEDIATE may wait
-        assert trips == ["_run"]
-        trips.clear()
-        # Inside the write transaction this connection holds the write lock: nothing waits.
+        # The transaction begins: nobody else holds the write lock, so BEGIN IMMEDIATE runs in place;
+        # inside the write transaction this connection holds the lock: nothing waits either.
         await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
         rows = (await session.execute(text("SELECT k, v FROM t"))).all()
         assert trips == [] and rows == [("a", 1)]
     assert trips == ["commit"]  # the commit may checkpoint: on the thread
+
+
+async def test_a_writer_in_another_process_is_waited_for_on_the_thread(db, trips, tmp_path):
+    other = sqlite3.connect(f"{tmp_path}/driver.db", isolation_level=None)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (k, v) VALUES ('other', 0)")
+
+    async def write():
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+
+    task = asyncio.ensure_future(write())
+    await asyncio.sleep(0.3)
+    assert not task.done() and trips == ["_run"]  # BEGIN IMMEDIATE waits in the thread, the loop runs on
+    other.execute("COMMIT")
+    await asyncio.wait_for(task, 10)
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT k FROM t ORDER BY id"))).scalars().all() == ["other", "a"]
+    other.close()
 
 
 async def test_reads_never_leave_the_loop_and_cannot_write(db, trips):

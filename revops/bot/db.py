@@ -145,10 +145,13 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
-        # PostgreSQL reads need nothing special: they use the same pool and never wait on writers.
-        self.read_engine = make_read_engine(url) if url.startswith("sqlite") else self.engine
-        self.read_sessions = (async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
-                              if self.read_engine is not self.engine else self.sessions)
+        if url.startswith("sqlite"):
+            self.read_engine = make_read_engine(url)
+        else:
+            # PostgreSQL: the same pool, in autocommit. Under READ COMMITTED every statement takes its
+            # own snapshot anyway, so a read-only unit of work loses nothing and saves BEGIN and COMMIT.
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
 
     @property
     def dialect(self) -> str:
@@ -198,7 +201,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.read_engine.url.get_backend_name() == "sqlite":
             await self.read_engine.dispose()
 
 

@@ -12,8 +12,9 @@ lastrowid it already has. Results are the same; a statement costs about half as 
 Statements that cannot wait on a lock skip the trip altogether and run in the event loop's
 thread, where they take microseconds: every statement of a read-only connection (WAL readers
 never wait), and every statement inside a write transaction, which already holds SQLite's
-write lock. What can wait — `BEGIN IMMEDIATE` (another process may be writing) and the commit
-of a write transaction (a checkpoint may sync the file) — still goes to the connection's thread.
+write lock. `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
+holds the write lock does it go to the connection's thread to wait there (busy timeout). The
+commit of a write transaction (a checkpoint may sync the file) always goes to the thread.
 
 Used by `revops.bot.db.make_engine` through SQLAlchemy's `async_creator` hook, with the
 connection arguments the aiosqlite dialect makes from the URL.
@@ -60,6 +61,8 @@ class OneTripCursor:
         connection = self._connection
         if connection.read_only or connection._conn.in_transaction:
             self.description, self.rowcount, self.lastrowid, rows = self._run(method, sql, parameters)
+        elif sql == "BEGIN IMMEDIATE" and connection.try_begin_immediate():
+            self.description, self.rowcount, self.lastrowid, rows = None, -1, None, ()
         else:
             self.description, self.rowcount, self.lastrowid, rows = await connection._execute(
                 self._run, method, sql, parameters)
@@ -94,9 +97,25 @@ class OneTripConnection(aiosqlite.Connection):
     a read transaction has nothing to write back; nor has a connection with none open."""
 
     read_only = False
+    busy_timeout_ms = 30000
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
+
+    def try_begin_immediate(self) -> bool:
+        """Take the write lock in place when nobody holds it (the usual case: one process); False
+        when another process does, and the caller waits for it on the connection's thread."""
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
 
     async def commit(self) -> None:
         if self.read_only or not self._conn.in_transaction:
