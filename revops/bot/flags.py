@@ -27,8 +27,11 @@ class FlagState:
         }
 
 
+_FLAGS = select(Flags).where(Flags.id == 1)  # built once: every action that changes things reads it
+
+
 async def read_flags(session: AsyncSession) -> FlagState:
-    row = (await session.execute(select(Flags).where(Flags.id == 1))).scalar_one()
+    row = (await session.execute(_FLAGS)).scalar_one()
     return FlagState(row.dry_run, row.panic, row.updated_at, row.updated_by)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from revops.bot.context import Context
 from revops.bot.durations import format_duration
@@ -244,11 +244,13 @@ def _clock_text(clock: dict, verb: str) -> str:
     return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
 
 
+_ACTIVE_JOBS = (select(ScheduledJob)
+                .where(ScheduledJob.incident_id == bindparam("incident_id"), ScheduledJob.status == "active")
+                .order_by(ScheduledJob.due_at))  # built once: `incident status` runs it on every look
+
+
 async def _next_posts(ctx: Context, incident: Incident) -> str:
-    jobs = (await ctx.session.execute(
-        select(ScheduledJob).where(ScheduledJob.incident_id == incident.id, ScheduledJob.status == "active")
-        .order_by(ScheduledJob.due_at)
-    )).scalars().all()
+    jobs = (await ctx.session.execute(_ACTIVE_JOBS, {"incident_id": incident.id})).scalars().all()
     names = {"revenue_update": "revenue update", "engineering_update": "engineering update",
              "update_reminder": "reminder check", "exec_summary": "executive summary", "escalation": "escalation"}
     return ", ".join(f"{names.get(j.kind, j.kind)} in {format_duration(max(j.due_at - ctx.now, timedelta()))}"

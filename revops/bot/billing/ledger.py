@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from revops.bot.errors import Conflict, NotFound, UsageError
@@ -175,9 +175,10 @@ async def granted_on(session: AsyncSession, account_id: str, day: date) -> int:
     return int(total)
 
 
+_RECENT = (select(LedgerEntry).where(LedgerEntry.account_id == bindparam("account_id"))
+           .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc()).limit(bindparam("limit")))
+
+
 async def recent_entries(session: AsyncSession, account_id: str, limit: int = 10) -> list[LedgerEntry]:
-    rows = await session.execute(
-        select(LedgerEntry).where(LedgerEntry.account_id == account_id)
-        .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc()).limit(limit)
-    )
+    rows = await session.execute(_RECENT, {"account_id": account_id, "limit": limit})  # built once (hot)
     return list(rows.scalars())

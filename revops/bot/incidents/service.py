@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,12 +50,19 @@ def split_ref(text: str | None) -> tuple[int | None, str]:
     return None, text
 
 
+# The statements every status look and every recorded action runs, built once: building a
+# statement and its cache key costs more than SQLite running it (bench/ack_latency.py).
+_BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
+_OPEN_IN = select(Incident).where(Incident.open_channel == bindparam("channel"))
+_LATEST_UPDATE = (select(TimelineEntry)
+                  .where(TimelineEntry.incident_id == bindparam("incident_id"), TimelineEntry.kind == "update")
+                  .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(1))
+
+
 async def open_incident_in(session: AsyncSession, channel: str | None) -> Incident | None:
     if not channel:
         return None
-    return (await session.execute(
-        select(Incident).where(Incident.open_channel == channel)
-    )).scalar_one_or_none()
+    return (await session.execute(_OPEN_IN, {"channel": channel})).scalar_one_or_none()
 
 
 async def open_incidents(session: AsyncSession) -> list[Incident]:
@@ -68,17 +75,13 @@ async def find_incident(session: AsyncSession, channel: str | None, ref: int | N
                         lock: bool = False) -> Incident:
     """The incident `#ref`, or the open incident of this channel; NotFound says which."""
     if ref is not None:
-        stmt = select(Incident).where(Incident.id == ref)
-        if lock:
-            stmt = stmt.with_for_update()
-        incident = (await session.execute(stmt)).scalar_one_or_none()
+        stmt = _BY_ID.with_for_update() if lock else _BY_ID
+        incident = (await session.execute(stmt, {"incident_id": ref})).scalar_one_or_none()
         if incident is None:
             raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
         return incident
-    stmt = select(Incident).where(Incident.open_channel == (channel or ""))
-    if lock:
-        stmt = stmt.with_for_update()
-    incident = (await session.execute(stmt)).scalar_one_or_none()
+    stmt = _OPEN_IN.with_for_update() if lock else _OPEN_IN
+    incident = (await session.execute(stmt, {"channel": channel or ""})).scalar_one_or_none()
     if incident is None:
         raise NotFound("There is no open incident in this channel. Declare one with "
                        "`/revops incident declare <P1|P2|P3> <stage> <summary…>`, or name one with #ID "
@@ -177,12 +180,14 @@ async def resolve(session: AsyncSession, incident: Incident, *, actor: str, root
     await stop_jobs(session, incident_id=incident.id)
 
 
+_INSERT_ENTRY = insert(TimelineEntry)
+
+
 async def write_entry(session: AsyncSession, incident_id: int, *, at: datetime, kind: str, actor: str, text: str,
-                      data: dict[str, Any] | None = None) -> TimelineEntry:
-    entry = TimelineEntry(incident_id=incident_id, at=at, kind=kind, actor=actor, text=text[:4000], data=data)
-    session.add(entry)
-    await session.flush()
-    return entry
+                      data: dict[str, Any] | None = None) -> None:
+    # One INSERT, not an ORM flush: every action in an incident's channel lands here.
+    await session.execute(_INSERT_ENTRY, {"incident_id": incident_id, "at": at, "kind": kind, "actor": actor,
+                                          "text": text[:4000], "data": data})
 
 
 async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None = None) -> list[TimelineEntry]:
@@ -195,10 +200,7 @@ async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None
 
 
 async def latest_update(session: AsyncSession, incident_id: int) -> str | None:
-    entry = (await session.execute(
-        select(TimelineEntry).where(TimelineEntry.incident_id == incident_id, TimelineEntry.kind == "update")
-        .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(1)
-    )).scalar_one_or_none()
+    entry = (await session.execute(_LATEST_UPDATE, {"incident_id": incident_id})).scalar_one_or_none()
     return (entry.data or {}).get("text", entry.text) if entry else None
 
 
