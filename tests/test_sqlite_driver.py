@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from revops.bot import sqlite_driver
 from revops.bot.db import Database
 
 
@@ -42,7 +43,26 @@ async def test_only_what_can_wait_goes_to_the_connection_thread(db, trips):
         await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
         rows = (await session.execute(text("SELECT k, v FROM t"))).all()
         assert trips == [] and rows == [("a", 1)]
-    assert trips == ["commit"]  # the commit may checkpoint: on the thread
+    assert trips == []  # the commit syncs nothing (WAL, synchronous=NORMAL): in place too
+
+
+async def test_checkpoints_run_on_the_thread_every_few_hundred_commits(db, trips, tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 10)
+    sqlite_driver._commits.clear()
+    wal = tmp_path / "driver.db-wal"
+    other = sqlite3.connect(f"{tmp_path}/driver.db")  # (the fixture's CREATE TABLE, checkpointed)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    other.close()
+    for i in range(9):
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t (k, v) VALUES (:k, 1)"), {"k": f"k{i}"})
+    database = tmp_path / "driver.db"
+    # The rows are in the WAL only: no automatic checkpoint copied them into the database file.
+    assert trips == [] and wal.stat().st_size > 0 and b"k5" not in database.read_bytes()
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('k9', 1)"))
+    assert trips == ["_checkpoint"]
+    assert b"k5" in database.read_bytes() and b"k9" in database.read_bytes()
 
 
 async def test_a_writer_in_another_process_is_waited_for_on_the_thread(db, trips, tmp_path):

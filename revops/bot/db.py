@@ -102,6 +102,7 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the loop (sqlite_driver.py)
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -13,8 +13,9 @@ Statements that cannot wait on a lock skip the trip altogether and run in the ev
 thread, where they take microseconds: every statement of a read-only connection (WAL readers
 never wait), and every statement inside a write transaction, which already holds SQLite's
 write lock. `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
-holds the write lock does it go to the connection's thread to wait there (busy timeout). The
-commit of a write transaction (a checkpoint may sync the file) always goes to the thread.
+holds the write lock does it go to the connection's thread to wait there (busy timeout).
+Commits run in place too (WAL, `synchronous=NORMAL`: nothing is synced); the checkpoints that
+do sync are taken out of them and run on the connection's thread every few hundred commits.
 
 Used by `revops.bot.db.make_engine` through SQLAlchemy's `async_creator` hook, with the
 connection arguments the aiosqlite dialect makes from the URL.
@@ -91,6 +92,15 @@ class OneTripCursor:
         self._rows.clear()
 
 
+CHECKPOINT_EVERY = 200  # commits of small transactions: a few MB of WAL
+_commits: dict[str, int] = {}
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what no reader still needs, never waits for readers or writers.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 class OneTripConnection(aiosqlite.Connection):
     """An aiosqlite connection whose cursors are `OneTripCursor`s (no trip to create one).
     A `read_only` one (opened with `PRAGMA query_only`) also ends its transactions in place:
@@ -98,6 +108,7 @@ class OneTripConnection(aiosqlite.Connection):
 
     read_only = False
     busy_timeout_ms = 30000
+    database = ""
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
@@ -118,10 +129,19 @@ class OneTripConnection(aiosqlite.Connection):
             conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
 
     async def commit(self) -> None:
-        if self.read_only or not self._conn.in_transaction:
-            self._conn.commit()  # nothing to write back: no trip
-        else:
-            await super().commit()
+        """In place: in WAL mode with `synchronous=NORMAL` a commit appends to the WAL and syncs
+        nothing. What can take long — the checkpoint that copies the WAL back into the database
+        and syncs it — is not left to SQLite's automatic checkpoint (turned off on these
+        connections, which would run it inside a commit here, on the loop's thread); every
+        `CHECKPOINT_EVERY` commits of this process to a file, one runs on the connection's thread."""
+        conn = self._conn
+        if self.read_only or not conn.in_transaction:
+            conn.commit()  # nothing to write back
+            return
+        conn.commit()
+        count = _commits[self.database] = _commits.get(self.database, 0) + 1
+        if count % CHECKPOINT_EVERY == 0:
+            await self._execute(_checkpoint, conn)
 
     async def rollback(self) -> None:
         if self.read_only or not self._conn.in_transaction:
@@ -142,5 +162,6 @@ def connect(database: str, *, read_only: bool = False, **kwargs: Any) -> OneTrip
 
     connection = OneTripConnection(connector, iter_chunk_size=64)
     connection.read_only = read_only
+    connection.database = database
     connection._thread.daemon = True  # as SQLAlchemy does for the aiosqlite connections it opens
     return connection
