@@ -104,7 +104,8 @@ class Router:
 
             start = dict(actor=actor, role=role, channel=channel, surface=surface, request_id=request_id,
                          message_ref=message_ref)
-            if not mutating and not slow:
+            if not mutating and not slow and not any(r.always(name) for r in services.recorders):
+                # A quick read (that is not recorded every time) takes no write lock.
                 ctx, reply = await self._read(call, start)
                 record = ActionRecord(name, kind, actor, channel, args, ctx.outcome or "ok", False, reply.text,
                                       ctx.now, ctx)
@@ -124,11 +125,11 @@ class Router:
                     async with services.db.reading() as session:
                         flags = await read_flags(session)
                 async with services.db.transaction() as session:
-                    if flags is None:
+                    if flags is None and mutating:  # (a read asks `ctx.current_flags()` if it shows them)
                         flags = await read_flags(session)
                     ctx = Context(services=services, session=session, now=services.clock.now(), flags=flags,
                                   **start)
-                    simulate = mutating and flags.dry_run and dry_run_mode != "exempt"
+                    simulate = mutating and flags is not None and flags.dry_run and dry_run_mode != "exempt"
                     ctx.dry_run = simulate
                     if simulate and dry_run_mode == "simulate":
                         savepoint = await session.begin_nested()

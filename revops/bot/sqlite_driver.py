@@ -15,7 +15,7 @@ never wait), and every statement inside a write transaction, which already holds
 write lock. `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
 holds the write lock does it go to the connection's thread to wait there (busy timeout).
 Commits run in place too (WAL, `synchronous=NORMAL`: nothing is synced); the checkpoints that
-do sync are taken out of them and run on the connection's thread every few hundred commits.
+do sync are taken out of them and run in a worker thread every few hundred commits.
 
 Used by `revops.bot.db.make_engine` through SQLAlchemy's `async_creator` hook, with the
 connection arguments the aiosqlite dialect makes from the URL.
@@ -23,7 +23,9 @@ connection arguments the aiosqlite dialect makes from the URL.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import sqlite3
 from typing import Any
 
@@ -94,11 +96,25 @@ class OneTripCursor:
 
 CHECKPOINT_EVERY = 200  # commits of small transactions: a few MB of WAL
 _commits: dict[str, int] = {}
+_checkpointing: set[str] = set()
+log = logging.getLogger("revops.db")
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    # PASSIVE: copies what no reader still needs, never waits for readers or writers.
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def checkpoint_file(database: str) -> None:
+    """PASSIVE: copies what no reader still needs into the database file; never waits for
+    readers or writers, and they do not wait for it."""
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
+
+
+def _checkpointed(database: str, future) -> None:
+    _checkpointing.discard(database)
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("SQLite checkpoint of the WAL failed (%s); the next one will catch up",
+                    type(future.exception()).__name__)
 
 
 class OneTripConnection(aiosqlite.Connection):
@@ -132,16 +148,19 @@ class OneTripConnection(aiosqlite.Connection):
         """In place: in WAL mode with `synchronous=NORMAL` a commit appends to the WAL and syncs
         nothing. What can take long — the checkpoint that copies the WAL back into the database
         and syncs it — is not left to SQLite's automatic checkpoint (turned off on these
-        connections, which would run it inside a commit here, on the loop's thread); every
-        `CHECKPOINT_EVERY` commits of this process to a file, one runs on the connection's thread."""
+        connections, which would run it inside a commit, on the loop's thread, with the write
+        lock held): every `CHECKPOINT_EVERY` commits of this process to a file, a PASSIVE
+        checkpoint runs in a worker thread on a connection of its own, while writers go on."""
         conn = self._conn
-        if self.read_only or not conn.in_transaction:
-            conn.commit()  # nothing to write back
-            return
+        wrote = conn.in_transaction and not self.read_only
         conn.commit()
+        if not wrote or not self.database or self.database == ":memory:":
+            return
         count = _commits[self.database] = _commits.get(self.database, 0) + 1
-        if count % CHECKPOINT_EVERY == 0:
-            await self._execute(_checkpoint, conn)
+        if count % CHECKPOINT_EVERY == 0 and self.database not in _checkpointing:
+            _checkpointing.add(self.database)
+            future = asyncio.get_running_loop().run_in_executor(None, checkpoint_file, self.database)
+            future.add_done_callback(lambda f, database=self.database: _checkpointed(database, f))
 
     async def rollback(self) -> None:
         if self.read_only or not self._conn.in_transaction:

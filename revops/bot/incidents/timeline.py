@@ -46,6 +46,11 @@ def _describe(record) -> str:
     return f"{text}: {summary}" if summary else text
 
 
+def records_every(name: str) -> bool:
+    """Whether every run of the read-only command `name` may land on a timeline (its channel's)."""
+    return _family(name) in RECORDED_READS
+
+
 def may_record(record) -> bool:
     """Whether `record_action` could write anything for this action (decided without the database)."""
     return record.mutating or bool(record.ctx.timeline) or _family(record.name) in RECORDED_READS
