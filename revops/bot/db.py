@@ -123,7 +123,9 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         event.listen(engine.sync_engine, "commit", _release)
         event.listen(engine.sync_engine, "rollback", _release)
         return engine
-    kwargs.setdefault("pool_size", 10)
+    # Kept connections: enough for a busy web process's concurrent requests. Past pool_size an
+    # overflow connection is closed when given back, and a new one costs a PostgreSQL backend.
+    kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
