@@ -45,7 +45,6 @@ class Context:
     audit_detail: str | None = None
     audit_data: dict[str, Any] = field(default_factory=dict)  # merged into the audit record's arguments
     outcome: str | None = None  # a handler may name its outcome (e.g. "refused") instead of "ok"
-    final_outcome: str = "ok"  # what the router recorded: the handler's outcome, or "dry_run"
     timeline: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property

@@ -58,28 +58,33 @@ class SqliteWriteLock:
             self._lock.release()
 
 
-def _sqlite_engine(url: str, read_only: bool, **kwargs) -> AsyncEngine:
+def _sqlite_engine(url: str, read_only: bool, pragmas: tuple[str, ...], **kwargs) -> AsyncEngine:
+    """aiosqlite, one trip to its thread per statement at most (sqlite_driver.py); `pragmas`
+    run on every new connection, after the ones both kinds of connection need."""
     engine: AsyncEngine
 
-    def _connect():  # aiosqlite, one trip to its thread per statement (sqlite_driver.py)
+    def _connect():
         args, params = engine.dialect.create_connect_args(engine.url)
-        return sqlite_driver.connect(*args, **{**params, "timeout": 30}, read_only=read_only)
+        return sqlite_driver.connect(*args, **{**params, "timeout": sqlite_driver.BUSY_TIMEOUT_S},
+                                     read_only=read_only)
 
     engine = create_async_engine(url, async_creator=_connect, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_connect(dbapi_conn, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in (f"busy_timeout={sqlite_driver.BUSY_TIMEOUT_S * 1000}", "foreign_keys=ON", *pragmas):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
     return engine
 
 
 def make_read_engine(url: str) -> AsyncEngine:
     """SQLite: connections that only read, each transaction a deferred BEGIN (a snapshot)."""
-    engine = _sqlite_engine(url, read_only=True)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _sqlite_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+    engine = _sqlite_engine(url, read_only=True, pragmas=())
 
     @event.listens_for(engine.sync_engine, "begin")
     def _sqlite_begin(conn):
@@ -90,20 +95,10 @@ def make_read_engine(url: str) -> AsyncEngine:
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = _sqlite_engine(url, read_only=False, **kwargs)
+        # Checkpoints run off the loop (sqlite_driver.py), not inside commits.
+        engine = _sqlite_engine(url, read_only=False,
+                                pragmas=("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0"), **kwargs)
         lock = SqliteWriteLock()
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):
-            # Let SQLAlchemy, not the driver, decide when transactions begin.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the loop (sqlite_driver.py)
-            cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):

@@ -149,13 +149,6 @@ class Registry:
             raise
         return best, args
 
-    def is_slow(self, text: str) -> bool:
-        try:
-            command, _ = self.find(text)
-        except UsageError:
-            return False
-        return command.slow
-
     def action(self, action_id: str) -> Action:
         name = action_id.removeprefix("revops:")
         action = self.actions.get(name)

@@ -57,14 +57,22 @@ class Router:
     def __init__(self, services: Services):
         self.services = services
 
-    async def handle_text(self, text: str, *, actor: str, channel: str | None, surface: str,
-                          request_id: str | None = None) -> Outcome:
-        registry = self.services.registry
+    def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
+        """The command and its arguments, or what was wrong (a surface that must know, say,
+        whether the command is slow before running it parses once and hands this on)."""
         try:
-            command, args = registry.find(text)
+            return self.services.registry.find(text)
         except UsageError as exc:
+            return exc
+
+    async def handle_text(self, text: str, *, actor: str, channel: str | None, surface: str,
+                          request_id: str | None = None,
+                          parsed: tuple[Any, dict[str, Any]] | UsageError | None = None) -> Outcome:
+        parsed = self.parse(text) if parsed is None else parsed
+        if isinstance(parsed, UsageError):
             REQUESTS.labels(command="unknown", outcome="usage").inc()
-            return Outcome(usage_reply(exc), "unknown", "usage")
+            return Outcome(usage_reply(parsed), "unknown", "usage")
+        command, args = parsed
         return await self._run(
             name=command.name, kind="command", args=args, actor=actor, channel=channel, surface=surface,
             needed=command.role_for(args), mutating=command.mutates(args), dry_run_mode=command.dry_run,
@@ -107,15 +115,11 @@ class Router:
             if not mutating and not slow and not any(r.always(name) for r in services.recorders):
                 # A quick read (that is not recorded every time) takes no write lock.
                 ctx, reply = await self._read(call, start)
-                record = ActionRecord(name, kind, actor, channel, args, ctx.outcome or "ok", False, reply.text,
-                                      ctx.now, ctx)
-                ctx.final_outcome = record.outcome
-                posts = 0
+                record = _action(ctx, name, kind, args, reply, mutating=False, simulate=False)
                 if ctx.posts or any(recorder.wants(record) for recorder in services.recorders):
                     async with services.db.transaction() as session:
                         ctx.session = session
-                        posts = await self._record(session, ctx, name, kind, args, reply, mutating=False,
-                                                   simulate=False)
+                        await self._record(session, record)
             else:
                 flags = None
                 if slow:
@@ -137,12 +141,13 @@ class Router:
                         await savepoint.rollback()
                     else:
                         reply = await call(ctx)
-                    posts = await self._record(session, ctx, name, kind, args, reply, mutating=mutating,
-                                               simulate=simulate)
+                    record = _action(ctx, name, kind, args, reply, mutating=mutating, simulate=simulate)
+                    await self._record(session, record)
+            posts = len(ctx.posts)  # all written to the outbox by now
             if posts:
                 for notify in services.on_posts:
                     notify()
-            return self._count(Outcome(reply, name, ctx.final_outcome, posts))
+            return self._count(Outcome(reply, name, record.outcome, posts))
         except UsageError as exc:
             if usage and not exc.usage:
                 exc.usage = usage
@@ -169,28 +174,22 @@ class Router:
                           **start)
             return ctx, await call(ctx)
 
-    async def _record(self, session, ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *,
-                      mutating: bool, simulate: bool) -> int:
+    async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
-        record of a mutating action, and the recorders (the incident timeline). Returns the posts."""
-        now = ctx.now
-        outcome = "dry_run" if simulate else (ctx.outcome or "ok")
-        ctx.final_outcome = outcome
-        if simulate:
-            reply.tag = "dry run"
+        record of a mutating action, and the recorders (the incident timeline)."""
+        ctx, now = record.ctx, record.at
         for post in ctx.posts:
-            if simulate:
+            if record.outcome == "dry_run":
                 post.reply.tag = "dry run"
             await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
                           ref=post.ref, thread_ts=post.thread_ts)
-        if mutating:
-            await audit.append(session, at=now, actor=ctx.actor, command=name, args={**args, **ctx.audit_data},
-                               outcome=outcome, channel=ctx.channel, surface=ctx.surface, detail=ctx.audit_detail,
+        if record.mutating:
+            await audit.append(session, at=now, actor=record.actor, command=record.name,
+                               args={**record.args, **ctx.audit_data}, outcome=record.outcome,
+                               channel=record.channel, surface=ctx.surface, detail=ctx.audit_detail,
                                subject=ctx.audit_subject)
-        record = ActionRecord(name, kind, ctx.actor, ctx.channel, args, outcome, mutating, reply.text, now, ctx)
         for recorder in self.services.recorders:
             await recorder.write(session, record)
-        return len(ctx.posts)
 
     async def _audit_failure(self, name, args, actor, channel, surface, mutating, detail) -> None:
         if not mutating:
@@ -207,6 +206,15 @@ class Router:
         REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
         log.info("%s → %s", outcome.name, outcome.outcome)
         return outcome
+
+
+def _action(ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *, mutating: bool,
+            simulate: bool) -> ActionRecord:
+    """What the recording point sees of an action that ran (a simulated one's reply says so)."""
+    if simulate:
+        reply.tag = "dry run"
+    outcome = "dry_run" if simulate else (ctx.outcome or "ok")
+    return ActionRecord(name, kind, ctx.actor, ctx.channel, args, outcome, mutating, reply.text, ctx.now, ctx)
 
 
 def usage_reply(exc: UsageError) -> Reply:

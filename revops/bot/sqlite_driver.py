@@ -94,6 +94,7 @@ class OneTripCursor:
         self._rows.clear()
 
 
+BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's write lock
 CHECKPOINT_EVERY = 200  # commits of small transactions: a few MB of WAL
 _commits: dict[str, int] = {}
 _checkpointing: set[str] = set()
@@ -103,7 +104,7 @@ log = logging.getLogger("revops.db")
 def checkpoint_file(database: str) -> None:
     """PASSIVE: copies what no reader still needs into the database file; never waits for
     readers or writers, and they do not wait for it."""
-    conn = sqlite3.connect(database, timeout=30)
+    conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S)
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
@@ -123,7 +124,6 @@ class OneTripConnection(aiosqlite.Connection):
     a read transaction has nothing to write back; nor has a connection with none open."""
 
     read_only = False
-    busy_timeout_ms = 30000
     database = ""
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
@@ -142,7 +142,7 @@ class OneTripConnection(aiosqlite.Connection):
                 raise
             return False
         finally:
-            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
 
     async def commit(self) -> None:
         """In place: in WAL mode with `synchronous=NORMAL` a commit appends to the WAL and syncs

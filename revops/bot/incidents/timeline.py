@@ -53,7 +53,7 @@ def records_every(name: str) -> bool:
 
 def may_record(record) -> bool:
     """Whether `record_action` could write anything for this action (decided without the database)."""
-    return record.mutating or bool(record.ctx.timeline) or _family(record.name) in RECORDED_READS
+    return record.mutating or bool(record.ctx.timeline) or records_every(record.name)
 
 
 async def record_action(session, record) -> None:

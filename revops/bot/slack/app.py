@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import UsageError
 from ..models import SlackDelivery
 from ..reply import Reply
 from ..router import Outcome, Router
@@ -85,10 +86,12 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
     @app.command("/revops")
     async def on_command(ack, body, respond):
         text = body.get("text", "")
+        parsed = router.parse(text)  # once: it says whether the command is slow, and the router runs it
         work = asyncio.ensure_future(router.handle_text(
-            text, actor=body["user_id"], channel=body.get("channel_id"), surface="slack",
+            text, actor=body["user_id"], channel=body.get("channel_id"), surface="slack", parsed=parsed,
         ))
-        budget = 0 if services.registry.is_slow(text) else ACK_BUDGET
+        slow = not isinstance(parsed, UsageError) and parsed[0].slow
+        budget = 0 if slow else ACK_BUDGET
         done, _ = await asyncio.wait({work}, timeout=budget) if budget else (set(), None)
         if done:
             await ack(**payload(work.result().reply))
