@@ -9,27 +9,31 @@ not hold the lock while it waits on the network.
 
 Read-only units of work (`Database.reading()`) take no lock at all: on SQLite they run on
 connections of their own that refuse writes, in a deferred transaction (WAL readers see a
-consistent snapshot and never wait on the writer), without leaving the event loop's thread.
+consistent snapshot and never wait on the writer), in the event loop's thread through a
+synchronous Session (inline_session.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+import time
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Engine, QueuePool, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
                                     create_async_engine)
+from sqlalchemy.orm import sessionmaker
 from sqlalchemy.util import await_only
 
 from . import sqlite_driver
+from .inline_session import InlineSession
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -58,19 +62,23 @@ class SqliteWriteLock:
             self._lock.release()
 
 
-def _sqlite_engine(url: str, read_only: bool, pragmas: tuple[str, ...], **kwargs) -> AsyncEngine:
-    """aiosqlite, one trip to its thread per statement at most (sqlite_driver.py); `pragmas`
-    run on every new connection, after the ones both kinds of connection need."""
+def _sqlite_engine(url: str, pragmas: tuple[str, ...], **kwargs) -> AsyncEngine:
+    """aiosqlite, one trip to its thread per statement at most (sqlite_driver.py)."""
     engine: AsyncEngine
 
     def _connect():
         args, params = engine.dialect.create_connect_args(engine.url)
-        return sqlite_driver.connect(*args, **{**params, "timeout": sqlite_driver.BUSY_TIMEOUT_S},
-                                     read_only=read_only)
+        return sqlite_driver.connect(*args, **{**params, "timeout": sqlite_driver.BUSY_TIMEOUT_S})
 
     engine = create_async_engine(url, async_creator=_connect, **kwargs)
+    _on_sqlite_connect(engine.sync_engine, pragmas)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _on_sqlite_connect(engine: Engine, pragmas: tuple[str, ...]) -> None:
+    """`pragmas` run on every new connection, after the ones every connection needs."""
+
+    @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_conn, _record):
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_conn.isolation_level = None
@@ -79,14 +87,16 @@ def _sqlite_engine(url: str, read_only: bool, pragmas: tuple[str, ...], **kwargs
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
-    return engine
 
+def make_read_engine(url: str) -> Engine:
+    """SQLite: a synchronous engine (inline_session.py) on connections that only read, each
+    transaction a deferred BEGIN (a snapshot). Its pool never makes anyone wait: a connection
+    beyond the kept ones is opened, and closed when given back."""
+    engine = create_engine(make_url(url).set(drivername="sqlite"), poolclass=QueuePool, pool_size=8,
+                           max_overflow=-1, connect_args={"check_same_thread": False})
+    _on_sqlite_connect(engine, ("query_only=ON",))
 
-def make_read_engine(url: str) -> AsyncEngine:
-    """SQLite: connections that only read, each transaction a deferred BEGIN (a snapshot)."""
-    engine = _sqlite_engine(url, read_only=True, pragmas=())
-
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
         conn.exec_driver_sql("BEGIN")
 
@@ -96,8 +106,7 @@ def make_read_engine(url: str) -> AsyncEngine:
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
         # Checkpoints run off the loop (sqlite_driver.py), not inside commits.
-        engine = _sqlite_engine(url, read_only=False,
-                                pragmas=("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0"), **kwargs)
+        engine = _sqlite_engine(url, pragmas=("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0"), **kwargs)
         lock = SqliteWriteLock()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -122,8 +131,36 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
     # overflow connection is closed when given back, and a new one costs a PostgreSQL backend.
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING_S = 1.0  # a pooled PostgreSQL connection unused this long is pinged before it is handed out
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """SQLAlchemy's `pool_pre_ping` pings every connection at every checkout: a round trip to the
+    server that cost more than the statements of a quick command. Here only a connection that has
+    sat in the pool for `IDLE_PING_S` is pinged (the ones a restart of the server or a dropped
+    network could have broken unseen); a dead one is replaced before anyone gets it. A connection
+    in steady use is not: if the server goes away under it, its statement fails, the unit of work
+    answers "database unavailable", and SQLAlchemy throws away every connection of the pool made
+    before the failure, so the next request starts on fresh ones."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["revops_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        since = record.info.get("revops_idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return  # new, or in steady use
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:  # the pool discards this connection and tries another
+            raise DisconnectionError(f"pooled connection failed its ping: {type(exc).__name__}") from exc
 
 
 def alembic_config() -> AlembicConfig:
@@ -143,13 +180,16 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        self.read_engine: Engine | AsyncEngine
         if url.startswith("sqlite"):
             self.read_engine = make_read_engine(url)
+            inline = sessionmaker(self.read_engine, expire_on_commit=False)
+            self.read_sessions = lambda: InlineSession(inline())
         else:
             # PostgreSQL: the same pool, in autocommit. Under READ COMMITTED every statement takes its
             # own snapshot anyway, so a read-only unit of work loses nothing and saves BEGIN and COMMIT.
             self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
+            self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
 
     @property
     def dialect(self) -> str:
@@ -160,21 +200,28 @@ class Database:
         when given (one the caller keeps across several units of work), else on one of the pool."""
         return self._unit(self.sessions(bind=connection) if connection is not None else self.sessions())
 
-    def reading(self):
-        """A unit of work that only reads: no write lock, and on SQLite it cannot write."""
-        return self._unit(self.read_sessions())
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads: no write lock, and on SQLite it cannot write. It takes a
+        connection at its first statement, if any (a command that answers without the database,
+        such as `help`, costs nothing here), and gives it back at the end."""
+        session = self.read_sessions()
+        with _unavailable_as_error():
+            try:
+                yield session
+                if session.in_transaction():
+                    await session.commit()
+            finally:
+                if session.in_transaction():
+                    await session.close()
 
     @staticmethod
     @asynccontextmanager
     async def _unit(new_session: AsyncSession) -> AsyncIterator[AsyncSession]:
-        try:
+        with _unavailable_as_error():
             async with new_session as session:
                 async with session.begin():
                     yield session
-        except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
-            if isinstance(exc, DBAPIError) and not _is_connection_error(exc):
-                raise
-            raise DatabaseUnavailable("the database is unavailable; nothing was changed") from exc
 
     async def upgrade(self) -> None:
         """Create or migrate the schema to head (idempotent)."""
@@ -199,8 +246,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine.url.get_backend_name() == "sqlite":
-            await self.read_engine.dispose()
+        if isinstance(self.read_engine, Engine):
+            self.read_engine.dispose()
 
 
 _UNAVAILABLE = {
@@ -209,6 +256,17 @@ _UNAVAILABLE = {
     "TooManyConnectionsError", "AdminShutdownError", "CrashShutdownError", "InterfaceError",
     "ConnectionRefusedError", "TimeoutError",
 }
+
+
+@contextmanager
+def _unavailable_as_error() -> Iterator[None]:
+    """A lost or unreachable database becomes `DatabaseUnavailable` (the words a user gets)."""
+    try:
+        yield
+    except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        if isinstance(exc, DBAPIError) and not _is_connection_error(exc):
+            raise
+        raise DatabaseUnavailable("the database is unavailable; nothing was changed") from exc
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

@@ -4,11 +4,15 @@
     recorders such as the incident timeline, posts) in the same transaction ->
     a neutral Reply.
 
+A quick read runs in a read-only unit of work; what it leaves to record is then written in a
+transaction it shares with the reads running at the same time (group commit), before it answers.
+
 Roles, dry-run, panic and audit are enforced here and nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from . import audit
 from .context import Context
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
 from .flags import read_flags
+from .groupcommit import GroupCommit
 from .logs import request_id as current_request_id
 from .metrics import REQUESTS
 from .outbox import enqueue
@@ -56,6 +61,7 @@ class Outcome:
 class Router:
     def __init__(self, services: Services):
         self.services = services
+        self._recording_batches: _Recording | None = None
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -112,14 +118,13 @@ class Router:
 
             start = dict(actor=actor, role=role, channel=channel, surface=surface, request_id=request_id,
                          message_ref=message_ref)
-            if not mutating and not slow and not any(r.always(name) for r in services.recorders):
-                # A quick read (that is not recorded every time) takes no write lock.
+            if not mutating and not slow:
+                # A quick read takes no write lock; what it leaves to record (posts, timeline
+                # entries) is written with that of the reads running at the same time.
                 ctx, reply = await self._read(call, start)
                 record = _action(ctx, name, kind, args, reply, mutating=False, simulate=False)
                 if ctx.posts or any(recorder.wants(record) for recorder in services.recorders):
-                    async with services.db.transaction() as session:
-                        ctx.session = session
-                        await self._record(session, record)
+                    await self._recording().submit(record)
             else:
                 flags = None
                 if slow:
@@ -174,6 +179,12 @@ class Router:
                           **start)
             return ctx, await call(ctx)
 
+    def _recording(self) -> "_Recording":
+        loop = asyncio.get_running_loop()
+        if self._recording_batches is None or self._recording_batches.loop is not loop:
+            self._recording_batches = _Recording(self)
+        return self._recording_batches
+
     async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
         record of a mutating action, and the recorders (the incident timeline)."""
@@ -206,6 +217,32 @@ class Router:
         REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
         log.info("%s → %s", outcome.name, outcome.outcome)
         return outcome
+
+
+class _Recording(GroupCommit[ActionRecord]):
+    """The recording point of quick reads, group-committed: what the reads running at the same
+    time leave to record (a line on the incident timeline, posts) is written in one transaction,
+    and each read answers once its part is committed."""
+
+    name = "recording"
+
+    def __init__(self, router: Router):
+        super().__init__(router.services.db)
+        self.router = router
+
+    async def store_batch(self, transaction, records: list[ActionRecord]) -> list[None]:
+        async with transaction() as session:
+            for record in records:
+                await self._record(session, record)
+        return [None] * len(records)
+
+    async def store_one(self, record: ActionRecord) -> None:
+        async with self.db.transaction() as session:
+            await self._record(session, record)
+
+    async def _record(self, session, record: ActionRecord) -> None:
+        record.ctx.session = session  # (the read's own session is closed by now)
+        await self.router._record(session, record)
 
 
 def _action(ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *, mutating: bool,

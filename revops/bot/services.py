@@ -18,13 +18,10 @@ if TYPE_CHECKING:
 class Recorder:
     """A hook at the router's recording point. `write(session, record)` runs inside the unit of
     work that writes; `wants(record)` says, without the database, whether it could write anything
-    for this action (a quick read with nothing to record then opens no write transaction), and
-    `always(name)` whether it records every run of the read-only command `name` (which then runs
-    in one writing unit of work from the start, rather than a read followed by a write)."""
+    for this action (a quick read with nothing to record then writes nothing)."""
 
     write: Callable[..., Awaitable[None]]
     wants: Callable[[Any], bool] = lambda record: True
-    always: Callable[[str], bool] = lambda name: False
 
 
 @dataclass
@@ -55,7 +52,7 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Database 
         registry=build_registry(),
         stripe=StripeClient.from_settings(settings),
     )
-    from .incidents.timeline import may_record, record_action, records_every
+    from .incidents.timeline import may_record, record_action
 
-    services.recorders.append(Recorder(record_action, may_record, records_every))  # the incident timeline
+    services.recorders.append(Recorder(record_action, may_record))  # the incident timeline
     return services

@@ -10,9 +10,9 @@ lastrowid it already has. Results are the same; a statement costs about half as 
 (bench/webhook_ingest.py).
 
 Statements that cannot wait on a lock skip the trip altogether and run in the event loop's
-thread, where they take microseconds: every statement of a read-only connection (WAL readers
-never wait), and every statement inside a write transaction, which already holds SQLite's
-write lock. `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
+thread, where they take microseconds: every statement inside a write transaction, which
+already holds SQLite's write lock. (Reads do not come here at all: they run in the loop's
+thread through a synchronous Session, inline_session.py.) `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
 holds the write lock does it go to the connection's thread to wait there (busy timeout).
 Commits run in place too (WAL, `synchronous=NORMAL`: nothing is synced); the checkpoints that
 do sync are taken out of them and run in a worker thread every few hundred commits.
@@ -62,7 +62,7 @@ class OneTripCursor:
 
     async def _trip(self, method: str, sql: str, parameters: Any) -> "OneTripCursor":
         connection = self._connection
-        if connection.read_only or connection._conn.in_transaction:
+        if connection._conn.in_transaction:
             self.description, self.rowcount, self.lastrowid, rows = self._run(method, sql, parameters)
         elif sql == "BEGIN IMMEDIATE" and connection.try_begin_immediate():
             self.description, self.rowcount, self.lastrowid, rows = None, -1, None, ()
@@ -119,11 +119,8 @@ def _checkpointed(database: str, future) -> None:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors are `OneTripCursor`s (no trip to create one).
-    A `read_only` one (opened with `PRAGMA query_only`) also ends its transactions in place:
-    a read transaction has nothing to write back; nor has a connection with none open."""
+    """An aiosqlite connection whose cursors are `OneTripCursor`s (no trip to create one)."""
 
-    read_only = False
     database = ""
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
@@ -152,7 +149,7 @@ class OneTripConnection(aiosqlite.Connection):
         lock held): every `CHECKPOINT_EVERY` commits of this process to a file, a PASSIVE
         checkpoint runs in a worker thread on a connection of its own, while writers go on."""
         conn = self._conn
-        wrote = conn.in_transaction and not self.read_only
+        wrote = conn.in_transaction
         conn.commit()
         if not wrote or not self.database or self.database == ":memory:":
             return
@@ -163,24 +160,19 @@ class OneTripConnection(aiosqlite.Connection):
             future.add_done_callback(lambda f, database=self.database: _checkpointed(database, f))
 
     async def rollback(self) -> None:
-        if self.read_only or not self._conn.in_transaction:
-            self._conn.rollback()  # (the pool's reset of a connection it gets back, mostly)
+        if not self._conn.in_transaction:
+            self._conn.rollback()  # nothing to undo (the pool's reset of a connection it gets back)
         else:
             await super().rollback()
 
 
-def connect(database: str, *, read_only: bool = False, **kwargs: Any) -> OneTripConnection:
-    """Like `aiosqlite.connect` (same arguments, those SQLAlchemy's dialect makes from the URL);
-    `read_only` connections refuse writes (`PRAGMA query_only`) and never leave the loop's thread."""
+def connect(database: str, **kwargs: Any) -> OneTripConnection:
+    """Like `aiosqlite.connect` (same arguments, those SQLAlchemy's dialect makes from the URL)."""
 
     def connector() -> sqlite3.Connection:
-        conn = sqlite3.connect(database, **kwargs)
-        if read_only:
-            conn.execute("PRAGMA query_only=ON")
-        return conn
+        return sqlite3.connect(database, **kwargs)
 
     connection = OneTripConnection(connector, iter_chunk_size=64)
-    connection.read_only = read_only
     connection.database = database
     connection._thread.daemon = True  # as SQLAlchemy does for the aiosqlite connections it opens
     return connection

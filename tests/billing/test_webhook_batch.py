@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from revops.bot.billing import batch
-from revops.bot.billing.batch import GroupCommit, ingest_batch
+from revops.bot.billing.batch import WebhookGroupCommit as GroupCommit, ingest_batch
 from revops.bot.billing.models import (Account, LedgerEntry, StripeCustomer, StripeEvent, StripeInvoice,
                                        StripeSubscription)
 from revops.bot.billing.webhooks import ingest, ingest_event

@@ -180,14 +180,32 @@ async def resolve(session: AsyncSession, incident: Incident, *, actor: str, root
     await stop_jobs(session, incident_id=incident.id)
 
 
-_INSERT_ENTRY = insert(TimelineEntry)
+# Core statements on the table, not ORM inserts: every action in an incident's channel lands here.
+_ENTRIES = TimelineEntry.__table__
+_INSERT_ENTRY = insert(_ENTRIES)
+_ENTRY_FIELDS = ("at", "kind", "actor", "text", "data")
+# The entry lands on the channel's open incident, if there is one, in the same statement.
+_INSERT_ENTRY_IN_CHANNEL = insert(_ENTRIES).from_select(
+    ["incident_id", *_ENTRY_FIELDS],
+    select(Incident.__table__.c.id, *(bindparam(name, type_=_ENTRIES.c[name].type) for name in _ENTRY_FIELDS))
+    .where(Incident.__table__.c.open_channel == bindparam("channel")),
+)
 
 
 async def write_entry(session: AsyncSession, incident_id: int, *, at: datetime, kind: str, actor: str, text: str,
                       data: dict[str, Any] | None = None) -> None:
-    # One INSERT, not an ORM flush: every action in an incident's channel lands here.
-    await session.execute(_INSERT_ENTRY, {"incident_id": incident_id, "at": at, "kind": kind, "actor": actor,
-                                          "text": text[:4000], "data": data})
+    await (await session.connection()).execute(_INSERT_ENTRY, {
+        "incident_id": incident_id, "at": at, "kind": kind, "actor": actor, "text": text[:4000], "data": data})
+
+
+async def write_entries_in(session: AsyncSession, channel: str | None, *, at: datetime, actor: str,
+                           entries: list[tuple[str, str, dict[str, Any] | None]]) -> None:
+    """`(kind, text, data)` entries on the open incident of `channel`; nothing when it has none."""
+    if not channel or not entries:
+        return
+    await (await session.connection()).execute(_INSERT_ENTRY_IN_CHANNEL, [
+        {"channel": channel, "at": at, "kind": kind, "actor": actor, "text": text[:4000], "data": data}
+        for kind, text, data in entries])
 
 
 async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None = None) -> list[TimelineEntry]:

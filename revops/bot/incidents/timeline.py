@@ -17,7 +17,6 @@ from typing import Any
 
 from ..audit import jsonable
 from . import service
-from .models import Incident
 
 OWN_FAMILIES = ("incident", "impact")
 FLAG_COMMANDS = ("dryrun", "panic", "flags.panic_confirm")
@@ -46,14 +45,9 @@ def _describe(record) -> str:
     return f"{text}: {summary}" if summary else text
 
 
-def records_every(name: str) -> bool:
-    """Whether every run of the read-only command `name` may land on a timeline (its channel's)."""
-    return _family(name) in RECORDED_READS
-
-
 def may_record(record) -> bool:
     """Whether `record_action` could write anything for this action (decided without the database)."""
-    return record.mutating or bool(record.ctx.timeline) or records_every(record.name)
+    return record.mutating or bool(record.ctx.timeline) or _family(record.name) in RECORDED_READS
 
 
 async def record_action(session, record) -> None:
@@ -73,23 +67,16 @@ async def record_action(session, record) -> None:
         return
     data = {"command": record.name, "kind": record.kind, "args": jsonable(record.args),
             "outcome": record.outcome, "channel": record.channel}
+    entries = [(kind, text, jsonable(extra)) for kind, text, extra in ctx.timeline]
     if record.name in FLAG_COMMANDS:
         if not record.mutating:
             return
-        targets: list[Incident] = await service.open_incidents(session)
-        kind = "flags"
-    else:
-        incident = await service.open_incident_in(session, record.channel)
-        if incident is None:
-            return
-        if not record.mutating and family not in RECORDED_READS and not ctx.timeline:
-            return
-        targets = [incident]
-        kind = "action"
-    for incident in targets:
-        if record.mutating or family in RECORDED_READS or record.name in FLAG_COMMANDS:
-            await service.write_entry(session, incident.id, at=record.at, kind=kind, actor=record.actor,
-                                      text=_describe(record), data=data)
-        for extra_kind, text, extra in ctx.timeline:
-            await service.write_entry(session, incident.id, at=record.at, kind=extra_kind, actor=record.actor,
-                                      text=text, data=jsonable(extra))
+        entries.insert(0, ("flags", _describe(record), data))
+        for incident in await service.open_incidents(session):
+            for kind, text, entry_data in entries:
+                await service.write_entry(session, incident.id, at=record.at, kind=kind, actor=record.actor,
+                                          text=text, data=entry_data)
+        return
+    if record.mutating or family in RECORDED_READS:
+        entries.insert(0, ("action", _describe(record), data))
+    await service.write_entries_in(session, record.channel, at=record.at, actor=record.actor, entries=entries)

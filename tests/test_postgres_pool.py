@@ -1,0 +1,84 @@
+"""The PostgreSQL pool pings only connections that sat idle (revops/bot/db.py `_ping_when_idle`):
+a server restart while the bot is quiet costs nobody an error, and one during steady use costs
+at most the statements that were running on the broken connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+from revops.bot import db as db_module
+from revops.bot.db import Database
+from revops.bot.errors import DatabaseUnavailable
+from revops.bot.flags import read_flags
+
+
+async def _kill_backends(pg_server, database: str) -> int:
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        rows = await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                                 database)
+        return len(rows)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pg_db(pg_server):
+    url = await pg_server.create_database()
+    database = Database(url)
+    await database.upgrade()
+    yield database, url.rsplit("/", 1)[1]
+    await database.dispose()
+
+
+async def _read_once(database: Database) -> None:
+    async with database.reading() as session:
+        await read_flags(session)
+
+
+async def test_a_connection_in_steady_use_is_not_pinged(pg_db, monkeypatch):
+    database, _ = pg_db
+    pings = []
+    real_ping = AsyncAdapt_asyncpg_connection.ping
+
+    def counting_ping(self):
+        pings.append(1)
+        return real_ping(self)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counting_ping)
+    for _ in range(20):
+        await _read_once(database)
+    assert pings == []
+    monkeypatch.setattr(db_module, "IDLE_PING_S", 0.05)
+    await asyncio.sleep(0.1)
+    await _read_once(database)
+    assert pings == [1]  # idle long enough: pinged once before being handed out
+
+
+async def test_connections_broken_while_idle_are_replaced_before_anyone_gets_them(pg_db, pg_server, monkeypatch):
+    database, name = pg_db
+    monkeypatch.setattr(db_module, "IDLE_PING_S", 0.2)
+    await asyncio.gather(*(_read_once(database) for _ in range(5)))  # a few pooled connections
+    assert await _kill_backends(pg_server, name) >= 1
+    await asyncio.sleep(0.3)  # idle longer than IDLE_PING_S: pinged at checkout, found dead, replaced
+    for _ in range(5):
+        await _read_once(database)
+    async with database.transaction() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_server_restart_under_steady_use_fails_only_what_was_running(pg_db, pg_server, monkeypatch):
+    database, name = pg_db
+    monkeypatch.setattr(db_module, "IDLE_PING_S", 3600)  # never idle long enough to be pinged
+    await asyncio.gather(*(_read_once(database) for _ in range(5)))
+    assert await _kill_backends(pg_server, name) >= 1
+    with pytest.raises(DatabaseUnavailable):
+        await _read_once(database)
+    # SQLAlchemy dropped every connection made before the failure: the next ones are fresh.
+    for _ in range(5):
+        await _read_once(database)
