@@ -3,9 +3,15 @@ router's one recording point (no command writes it itself)."""
 
 from __future__ import annotations
 
+import asyncio
+
+from revops.bot import router as router_module
+from revops.bot.billing import ledger
+from revops.bot.incidents import timeline as timeline_module
 from revops.bot.registry import CommandSet
 from revops.bot.reply import Button, Reply
 from revops.bot.roles import Role
+from revops.bot.router import Router
 from tests.incidents.conftest import timeline
 from tests.support.harness import ADMIN, APPROVER, CHANNEL, RESPONDER, VIEWER
 
@@ -66,3 +72,55 @@ async def test_actions_after_resolution_are_not_recorded(ibot, services):
     ibot.slash_text("incident resolve bad deploy", user=RESPONDER)
     ibot.slash_text("grant acct_42 50 late", user=RESPONDER, channel=CHANNEL)
     assert [e.kind for e in await timeline(services, 1)] == ["declare", "resolve"]
+
+
+async def test_lookups_in_the_channel_land_on_the_timeline_in_shared_transactions(ibot, services, monkeypatch,
+                                                                                  db_url):
+    """A quick read runs without the write lock; its timeline line is written afterwards, in one
+    transaction with those of the reads running at the same time (router.py `_Recording`)."""
+    ibot.slash_text("incident declare P2 billing invoices failing", user=RESPONDER)
+    async with services.db.transaction() as s:
+        await ledger.ensure_account(s, "acct_7", email="ada@example.com", at=services.clock.now())
+    batches: list[int] = []
+    real = router_module._Recording.store_batch
+
+    async def spying(self, transaction, records):
+        batches.append(len(records))
+        return await real(self, transaction, records)
+
+    monkeypatch.setattr(router_module._Recording, "store_batch", spying)
+    router = Router(services)
+    outcomes = await asyncio.gather(
+        *(router.handle_text("credits acct_7", actor=VIEWER, channel=CHANNEL, surface="slack") for _ in range(6)),
+        router.handle_text("credits ada@example.com", actor=VIEWER, channel="C0ELSEWHERE", surface="slack"))
+    assert [o.outcome for o in outcomes] == ["ok"] * 7
+    assert sum(batches) == 7
+    if db_url.startswith("sqlite"):
+        assert batches == [7]  # (reads that never wait all reach the recording point in one turn)
+    entries = await timeline(services, 1)
+    assert [e.kind for e in entries] == ["declare"] + ["action"] * 6
+    assert {e.text for e in entries[1:]} == {"`credits acct_7`: Account `acct_7`: *0* credits"}
+    assert all(e.actor == VIEWER and e.data["command"] == "credits" for e in entries[1:])
+
+
+async def test_a_record_that_fails_in_a_shared_transaction_fails_alone(ibot, services, monkeypatch):
+    ibot.slash_text("incident declare P2 billing invoices failing", user=RESPONDER)
+    ibot.slash_text("incident declare P3 search slow results", user=RESPONDER, channel="C0OTHER")
+    async with services.db.transaction() as s:
+        await ledger.ensure_account(s, "acct_7", at=services.clock.now())
+    real = timeline_module.service.write_entries_in
+
+    async def failing_for_other(session, channel, **kwargs):
+        if channel == "C0OTHER":
+            raise ValueError("broken recorder")
+        return await real(session, channel, **kwargs)
+
+    monkeypatch.setattr(timeline_module.service, "write_entries_in", failing_for_other)
+    router = Router(services)
+    outcomes = await asyncio.gather(*(
+        router.handle_text("credits acct_7", actor=VIEWER, channel=channel, surface="slack")
+        for channel in (CHANNEL, "C0OTHER", CHANNEL)))
+    assert [o.outcome for o in outcomes] == ["ok", "error", "ok"]
+    assert "failed unexpectedly" in outcomes[1].reply.text
+    assert [e.kind for e in await timeline(services, 1)] == ["declare", "action", "action"]
+    assert [e.kind for e in await timeline(services, 2)] == ["declare"]
