@@ -22,29 +22,13 @@ from sqlalchemy.orm import Session
 
 
 class InlineConnection:
-    """`AsyncConnection`'s statement methods over a synchronous Connection."""
+    """`AsyncConnection.execute` over a synchronous Connection (what `session.connection()` gives)."""
 
     def __init__(self, sync_connection: Connection):
         self.sync_connection = sync_connection
 
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Result:
         return self.sync_connection.execute(statement, parameters, **kwargs)
-
-    async def exec_driver_sql(self, statement: str, parameters: Any = None, **kwargs: Any) -> Result:
-        return self.sync_connection.exec_driver_sql(statement, parameters, **kwargs)
-
-    async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
-        return self.sync_connection.scalar(statement, parameters, **kwargs)
-
-    async def scalars(self, statement: Any, parameters: Any = None, **kwargs: Any):
-        return self.sync_connection.scalars(statement, parameters, **kwargs)
-
-    async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(self.sync_connection, *args, **kwargs)
-
-    @property
-    def dialect(self):
-        return self.sync_connection.dialect
 
 
 class InlineSession:

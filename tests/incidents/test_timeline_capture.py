@@ -101,6 +101,9 @@ async def test_lookups_in_the_channel_land_on_the_timeline_in_shared_transaction
     assert [e.kind for e in entries] == ["declare"] + ["action"] * 6
     assert {e.text for e in entries[1:]} == {"`credits acct_7`: Account `acct_7`: *0* credits"}
     assert all(e.actor == VIEWER and e.data["command"] == "credits" for e in entries[1:])
+    # The same through Slack (a signed request over HTTP): answered, and recorded before the answer.
+    assert "Account acct_7: 0 credits" in ibot.slash_text("credits acct_7", user=VIEWER)
+    assert [e.kind for e in await timeline(services, 1)] == ["declare"] + ["action"] * 7
 
 
 async def test_a_record_that_fails_in_a_shared_transaction_fails_alone(ibot, services, monkeypatch):
