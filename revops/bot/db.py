@@ -98,7 +98,8 @@ def make_read_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        # Straight to the driver: through `exec_driver_sql` this BEGIN cost more than a read's statements.
+        conn.connection.driver_connection.execute("BEGIN")
 
     return engine
 
@@ -173,23 +174,33 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class UnitSession(AsyncSession):
+    """The session of a unit of work, with `rows()` for the hot reads (InlineSession has the same)."""
+
+    async def rows(self, statement, params=None):
+        """A Core statement on the unit's connection: rows whose columns are attributes, without
+        the ORM's identity map and instance loading (several times the cost of the statement).
+        It does not flush: use it for reads, not after changes made through the ORM."""
+        return await (await self.connection()).execute(statement, params)
+
+
 class Database:
     """Engine plus session factory; `transaction()` is the unit of work."""
 
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=UnitSession)
         self.read_engine: Engine | AsyncEngine
         if url.startswith("sqlite"):
-            self.read_engine = make_read_engine(url)
-            inline = sessionmaker(self.read_engine, expire_on_commit=False)
-            self.read_sessions = lambda: InlineSession(inline())
+            read_engine = self.read_engine = make_read_engine(url)
+            inline = sessionmaker(expire_on_commit=False)
+            self.read_sessions = lambda: InlineSession(read_engine, inline)
         else:
             # PostgreSQL: the same pool, in autocommit. Under READ COMMITTED every statement takes its
             # own snapshot anyway, so a read-only unit of work loses nothing and saves BEGIN and COMMIT.
             self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=AsyncSession)
+            self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=UnitSession)
 
     @property
     def dialect(self) -> str:

@@ -1,22 +1,28 @@
-"""SQLite reads in the event loop's thread, through a synchronous SQLAlchemy Session.
+"""SQLite reads in the event loop's thread, on a connection first and an ORM Session only if asked.
 
 A WAL reader never waits: SQLite reads a snapshot while a writer appends, so a read-only
 statement takes microseconds and nothing is gained by handing it to another thread. What is
-costly is the asyncio layer around it: SQLAlchemy's async session runs every call in a greenlet
-and every statement through an adapter, about three times the cost of the same unit of work in a
-plain Session (bench/ack_latency.py). So `Database.reading()` on SQLite hands out an
-`InlineSession`: the reading part of `AsyncSession`'s interface (the same awaitable methods,
-giving the same `Result` objects) over a synchronous Session on read-only connections.
+costly is the layers around it: SQLAlchemy's async session runs every call in a greenlet and
+every statement through an adapter, and an ORM Session with its transaction, identity map and
+instance loading costs several times the statements it runs. So `Database.reading()` on SQLite
+hands out an `InlineSession`: the reading part of `AsyncSession`'s interface (the same awaitable
+methods, giving the same `Result` objects), run where it is awaited, on a read-only
+(`query_only`) connection whose deferred BEGIN gives the unit one snapshot.
+
+It takes the connection at its first statement. Core statements through `rows()` run on that
+connection directly; the ORM Session (for `execute`, `get`, …) is made at its first use, bound
+to the same connection and so to the same snapshot.
 
 Handlers do not know the difference; they `await session.execute(…)` either way. Writes do not
-come here: the connections refuse them (`PRAGMA query_only`), and units of work that write use
-the async engine, whose BEGIN IMMEDIATE may wait for another process.
+come here: the connections refuse them, and units of work that write use the async engine, whose
+BEGIN IMMEDIATE may wait for another process.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import Session
 
@@ -32,20 +38,38 @@ class InlineConnection:
 
 
 class InlineSession:
-    """`AsyncSession`'s reading methods over a synchronous Session, run where they are awaited."""
+    """`AsyncSession`'s reading methods over a synchronous connection and Session, run where they are awaited."""
 
-    def __init__(self, sync_session: Session):
-        self.sync_session = sync_session
+    def __init__(self, engine: Engine, sessions: Callable[..., Session]):
+        self._engine = engine
+        self._sessions = sessions
+        self._connection: Connection | None = None
+        self._session: Session | None = None
+
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._connection.begin()  # deferred: the snapshot starts at the first statement
+        return self._connection
+
+    @property
+    def sync_session(self) -> Session:
+        if self._session is None:
+            self._session = self._sessions(bind=self._connect())
+        return self._session
 
     @property
     def bind(self):
-        return self.sync_session.bind
+        return self._engine
 
     def get_bind(self, *args: Any, **kwargs: Any):
-        return self.sync_session.get_bind(*args, **kwargs)
+        return self._engine
 
     def in_transaction(self) -> bool:
-        return self.sync_session.in_transaction()
+        return self._connection is not None
+
+    async def rows(self, statement: Any, params: Any = None) -> Result:
+        return self._connect().execute(statement, params)
 
     async def execute(self, statement: Any, params: Any = None, **kwargs: Any) -> Result:
         return self.sync_session.execute(statement, params, **kwargs)
@@ -66,16 +90,28 @@ class InlineSession:
         self.sync_session.expire(instance, attribute_names)
 
     async def connection(self, **kwargs: Any) -> InlineConnection:
-        return InlineConnection(self.sync_session.connection(**kwargs))
+        return InlineConnection(self._connect())
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(self.sync_session, *args, **kwargs)
 
     async def commit(self) -> None:
-        self.sync_session.commit()
+        self._end(commit=True)
 
     async def rollback(self) -> None:
-        self.sync_session.rollback()
+        self._end(commit=False)
 
     async def close(self) -> None:
-        self.sync_session.close()
+        self._end(commit=False)
+
+    def _end(self, *, commit: bool) -> None:
+        session, connection = self._session, self._connection
+        self._session = self._connection = None
+        try:
+            if session is not None:
+                session.close()
+            if connection is not None and commit:
+                connection.commit()
+        finally:
+            if connection is not None:
+                connection.close()  # (rolls back what is still open)

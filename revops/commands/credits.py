@@ -18,7 +18,7 @@ commands = CommandSet("credits")
 @commands.command("credits <account>", summary="credit balance and recent ledger entries (account, cus_… or email)",
                   role=Role.viewer, examples=["credits acct_42", "credits ada@example.com"])
 async def show_credits(ctx: Context, args: dict) -> Reply:
-    account = await ledger.resolve_account(ctx.session, args["account"])
+    account = await ledger.find_account(ctx.session, args["account"])
     if account is None:
         raise UsageError(f"no account matches `{args['account'][:60]}` (an account id, a cus_… id or an email)")
     entries = await ledger.recent_entries(ctx.session, account.id, limit=10)

@@ -244,13 +244,14 @@ def _clock_text(clock: dict, verb: str) -> str:
     return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
 
 
-_ACTIVE_JOBS = (select(ScheduledJob)
-                .where(ScheduledJob.incident_id == bindparam("incident_id"), ScheduledJob.status == "active")
-                .order_by(ScheduledJob.due_at))  # built once: `incident status` runs it on every look
+_JOBS = ScheduledJob.__table__
+_ACTIVE_JOBS = (select(_JOBS.c.kind, _JOBS.c.due_at)
+                .where(_JOBS.c.incident_id == bindparam("incident_id"), _JOBS.c.status == "active")
+                .order_by(_JOBS.c.due_at))  # built once: `incident status` runs it on every look
 
 
 async def _next_posts(ctx: Context, incident: Incident) -> str:
-    jobs = (await ctx.session.execute(_ACTIVE_JOBS, {"incident_id": incident.id})).scalars().all()
+    jobs = (await ctx.session.rows(_ACTIVE_JOBS, {"incident_id": incident.id})).all()
     names = {"revenue_update": "revenue update", "engineering_update": "engineering update",
              "update_reminder": "reminder check", "exec_summary": "executive summary", "escalation": "escalation"}
     return ", ".join(f"{names.get(j.kind, j.kind)} in {format_duration(max(j.due_at - ctx.now, timedelta()))}"

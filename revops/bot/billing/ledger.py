@@ -45,19 +45,43 @@ from .models import LEDGER_KINDS, Account, LedgerEntry
 from .sqlutil import insert_ignore
 
 
-async def resolve_account(session: AsyncSession, ref: str) -> Account | None:
+_ACCOUNTS = Account.__table__
+# How a reference names an account, tried in this order; built once (`credits <account>` runs them on
+# every look). Over the table: `find_account` gives rows; `resolve_account` loads the ORM object.
+_ACCOUNT_BY = {
+    "id": select(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("ref")),
+    "customer": select(_ACCOUNTS).where(_ACCOUNTS.c.stripe_customer_id == bindparam("ref")),
+    "email": (select(_ACCOUNTS).where(func.lower(_ACCOUNTS.c.email) == bindparam("ref"))
+              .order_by(_ACCOUNTS.c.created_at).limit(1)),
+}
+
+
+def _account_lookups(ref: str) -> list[tuple[str, str]]:
+    """An account id first; then a Stripe customer id or an email (case-insensitive)."""
     ref = (ref or "").strip()
     if not ref:
-        return None
-    account = await session.get(Account, ref)
-    if account is not None:
-        return account
-    if ref.startswith("cus_"):
-        return (await session.execute(select(Account).where(Account.stripe_customer_id == ref))).scalar_one_or_none()
-    if "@" in ref:
-        return (await session.execute(
-            select(Account).where(func.lower(Account.email) == ref.lower()).order_by(Account.created_at).limit(1)
-        )).scalar_one_or_none()
+        return []
+    return [("id", ref)] + ([("customer", ref)] if ref.startswith("cus_") else []) + (
+        [("email", ref.lower())] if "@" in ref else [])
+
+
+async def find_account(session: AsyncSession, ref: str):
+    """The account `ref` names (an account id, a cus_… id or an email), as a read-only row; None if none."""
+    for by, value in _account_lookups(ref):
+        row = (await session.rows(_ACCOUNT_BY[by], {"ref": value})).first()
+        if row is not None:
+            return row
+    return None
+
+
+async def resolve_account(session: AsyncSession, ref: str) -> Account | None:
+    """The account `ref` names, as the ORM object (to change it); None if none."""
+    for by, value in _account_lookups(ref):
+        stmt = select(Account).from_statement(_ACCOUNT_BY[by]) if by != "id" else None
+        account = (await session.get(Account, value) if stmt is None
+                   else (await session.execute(stmt, {"ref": value})).scalars().first())
+        if account is not None:
+            return account
     return None
 
 
@@ -175,10 +199,11 @@ async def granted_on(session: AsyncSession, account_id: str, day: date) -> int:
     return int(total)
 
 
-_RECENT = (select(LedgerEntry).where(LedgerEntry.account_id == bindparam("account_id"))
-           .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc()).limit(bindparam("limit")))
+_ENTRIES = LedgerEntry.__table__
+_RECENT = (select(_ENTRIES).where(_ENTRIES.c.account_id == bindparam("account_id"))
+           .order_by(_ENTRIES.c.at.desc(), _ENTRIES.c.id.desc()).limit(bindparam("limit")))
 
 
-async def recent_entries(session: AsyncSession, account_id: str, limit: int = 10) -> list[LedgerEntry]:
-    rows = await session.execute(_RECENT, {"account_id": account_id, "limit": limit})  # built once (hot)
-    return list(rows.scalars())
+async def recent_entries(session: AsyncSession, account_id: str, limit: int = 10) -> list:
+    """The newest ledger entries first, as read-only rows (built once: `credits` runs it on every look)."""
+    return list((await session.rows(_RECENT, {"account_id": account_id, "limit": limit})).all())

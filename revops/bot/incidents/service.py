@@ -54,9 +54,13 @@ def split_ref(text: str | None) -> tuple[int | None, str]:
 # statement and its cache key costs more than SQLite running it (bench/ack_latency.py).
 _BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
 _OPEN_IN = select(Incident).where(Incident.open_channel == bindparam("channel"))
-_LATEST_UPDATE = (select(TimelineEntry)
-                  .where(TimelineEntry.incident_id == bindparam("incident_id"), TimelineEntry.kind == "update")
-                  .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(1))
+# The same over the tables, for reads (`session.rows`): a row, not an ORM object, at a third of the cost.
+_INCIDENTS, _TIMELINE = Incident.__table__, TimelineEntry.__table__
+_BY_ID_ROW = select(_INCIDENTS).where(_INCIDENTS.c.id == bindparam("incident_id"))
+_OPEN_IN_ROW = select(_INCIDENTS).where(_INCIDENTS.c.open_channel == bindparam("channel"))
+_LATEST_UPDATE = (select(_TIMELINE.c.text, _TIMELINE.c.data)
+                  .where(_TIMELINE.c.incident_id == bindparam("incident_id"), _TIMELINE.c.kind == "update")
+                  .order_by(_TIMELINE.c.at.desc(), _TIMELINE.c.id.desc()).limit(1))
 
 
 async def open_incident_in(session: AsyncSession, channel: str | None) -> Incident | None:
@@ -73,15 +77,18 @@ async def open_incidents(session: AsyncSession) -> list[Incident]:
 
 async def find_incident(session: AsyncSession, channel: str | None, ref: int | None, *,
                         lock: bool = False) -> Incident:
-    """The incident `#ref`, or the open incident of this channel; NotFound says which."""
+    """The incident `#ref`, or the open incident of this channel; NotFound says which. Locked, it is
+    the ORM object, to change; not locked, a read-only row with the same attributes."""
     if ref is not None:
-        stmt = _BY_ID.with_for_update() if lock else _BY_ID
-        incident = (await session.execute(stmt, {"incident_id": ref})).scalar_one_or_none()
+        params = {"incident_id": ref}
+        incident = ((await session.execute(_BY_ID.with_for_update(), params)).scalar_one_or_none() if lock
+                    else (await session.rows(_BY_ID_ROW, params)).one_or_none())
         if incident is None:
             raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
         return incident
-    stmt = _OPEN_IN.with_for_update() if lock else _OPEN_IN
-    incident = (await session.execute(stmt, {"channel": channel or ""})).scalar_one_or_none()
+    params = {"channel": channel or ""}
+    incident = ((await session.execute(_OPEN_IN.with_for_update(), params)).scalar_one_or_none() if lock
+                else (await session.rows(_OPEN_IN_ROW, params)).one_or_none())
     if incident is None:
         raise NotFound("There is no open incident in this channel. Declare one with "
                        "`/revops incident declare <P1|P2|P3> <stage> <summary…>`, or name one with #ID "
@@ -218,7 +225,7 @@ async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None
 
 
 async def latest_update(session: AsyncSession, incident_id: int) -> str | None:
-    entry = (await session.execute(_LATEST_UPDATE, {"incident_id": incident_id})).scalar_one_or_none()
+    entry = (await session.rows(_LATEST_UPDATE, {"incident_id": incident_id})).one_or_none()
     return (entry.data or {}).get("text", entry.text) if entry else None
 
 
