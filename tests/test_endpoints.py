@@ -60,3 +60,25 @@ def test_logs_are_json_lines_carrying_the_request_id(bot, captured_logs):
     mine = [line for line in lines if line["request_id"] == rid]
     assert any(line["msg"] == "dryrun → ok" and line["logger"] == "revops.router" for line in mine)
     assert all({"ts", "level", "logger", "msg", "request_id"} <= set(line) for line in lines)
+
+
+def test_slack_endpoint_answers_in_words_when_slack_is_not_configured_or_bolt_fails(bot, captured_logs, monkeypatch):
+    """POST /slack/events goes straight to bolt (web/slack_route.py), around FastAPI: its error
+    answers and the request id are kept there."""
+    runtime = bot.runtime
+    monkeypatch.setattr(runtime, "slack_handler", None)
+    r = bot.http.post("/slack/events", content="x=1", headers={"X-Request-Id": "rid-unconfigured"})
+    assert r.status_code == 503 and "SLACK_SIGNING_SECRET" in r.json()["error"]
+    assert r.headers["x-request-id"] == "rid-unconfigured"
+    monkeypatch.undo()
+
+    async def broken(_request):
+        raise RuntimeError("bolt broke")
+
+    monkeypatch.setattr(runtime.slack_handler, "handle", broken)
+    r = bot.http.post("/slack/events", content="x=1", headers={"X-Request-Id": "rid-broken"})
+    assert r.status_code == 500 and r.json() == {"error": "internal error"}
+    assert "Traceback" not in r.text and r.headers["x-request-id"] == "rid-broken"
+    assert any("Slack request failed" in line and "rid-broken" in line for line in captured_logs)
+    monkeypatch.undo()
+    assert bot.slash("help").status_code == 200  # and the path works again

@@ -118,6 +118,24 @@ async def test_a_read_sees_one_snapshot_while_a_writer_commits(db):
         assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
 
 
+async def test_core_rows_and_orm_statements_of_one_read_share_its_snapshot(db):
+    from sqlalchemy import column, select, table
+
+    t = table("t", column("k"), column("v"))
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+    async with db.reading() as reader:
+        assert [r.k for r in (await reader.rows(select(t.c.k)))] == ["a"]  # the connection, no ORM Session
+        assert reader._session is None
+        async with db.transaction() as writer:
+            await writer.execute(text("INSERT INTO t (k, v) VALUES ('b', 2)"))
+        # the ORM Session, made now, reads on the same connection: the snapshot of the first statement
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+        assert len((await reader.rows(select(t.c.k))).all()) == 1
+    async with db.reading() as reader:
+        assert len((await reader.rows(select(t.c.k))).all()) == 2
+
+
 async def test_rows_counts_ids_and_returning(db):
     async with db.transaction() as session:
         first = await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))

@@ -41,6 +41,20 @@ async def test_resolve_account_by_id_customer_and_email(db):
             assert await ledger.resolve_account(session, ref) is None
 
 
+async def test_find_account_gives_the_same_account_as_a_row_in_reads_and_writes(db):
+    await _append(db, "k-find", 40)
+    for unit in (db.reading, db.transaction):
+        async with unit() as session:
+            for ref in ("acct_1", "cus_1", "ada@example.com", "ADA@EXAMPLE.COM", " acct_1 "):
+                row = await ledger.find_account(session, ref)
+                assert row is not None and (row.id, row.balance, row.email) == ("acct_1", 40, "Ada@Example.com"), ref
+                assert row.created_at == T0  # the UTC type applies to rows too
+            for ref in ("acct_nope", "cus_nope", "nobody@example.com", ""):
+                assert await ledger.find_account(session, ref) is None
+            entries = await ledger.recent_entries(session, "acct_1")
+            assert [(e.delta, e.balance_after, e.idempotency_key) for e in entries] == [(40, 40, "k-find")]
+
+
 async def test_append_balance_and_idempotency(db):
     first = await _append(db, "k1", 50)
     again = await _append(db, "k1", 50)
