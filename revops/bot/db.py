@@ -7,10 +7,11 @@ when it ends: fair and immediate, where SQLite's busy handler polls with sleeps.
 unit of work that talks to Stripe or probes services before its first statement does
 not hold the lock while it waits on the network.
 
-Read-only units of work (`Database.reading()`) take no lock at all: on SQLite they run on
+Read-only units of work (`Database.reading()`) take no lock at all, and take a connection at their
+first statement and an ORM session only if asked (inline_session.py). On SQLite they run on
 connections of their own that refuse writes, in a deferred transaction (WAL readers see a
-consistent snapshot and never wait on the writer), in the event loop's thread through a
-synchronous Session (inline_session.py).
+consistent snapshot and never wait on the writer), in the event loop's own thread; on PostgreSQL
+on a pooled connection in autocommit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.util import await_only
 
 from . import sqlite_driver
-from .inline_session import InlineSession
+from .inline_session import AsyncReadUnit, InlineSession
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -175,7 +176,7 @@ def head_revision() -> str | None:
 
 
 class UnitSession(AsyncSession):
-    """The session of a unit of work, with `rows()` for the hot reads (InlineSession has the same)."""
+    """The session of a unit of work that writes, with `rows()` for the hot reads (as the read units have)."""
 
     async def rows(self, statement, params=None):
         """A Core statement on the unit's connection: rows whose columns are attributes, without
@@ -199,8 +200,9 @@ class Database:
         else:
             # PostgreSQL: the same pool, in autocommit. Under READ COMMITTED every statement takes its
             # own snapshot anyway, so a read-only unit of work loses nothing and saves BEGIN and COMMIT.
-            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=UnitSession)
+            read_engine = self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            orm = async_sessionmaker(expire_on_commit=False, class_=AsyncSession)
+            self.read_sessions = lambda: AsyncReadUnit(read_engine, orm)
 
     @property
     def dialect(self) -> str:
