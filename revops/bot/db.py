@@ -129,10 +129,13 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         event.listen(engine.sync_engine, "commit", _release)
         event.listen(engine.sync_engine, "rollback", _release)
         return engine
-    # Kept connections: enough for a busy web process's concurrent requests. Past pool_size an
-    # overflow connection is closed when given back, and a new one costs a PostgreSQL backend.
-    kwargs.setdefault("pool_size", 20)
-    kwargs.setdefault("max_overflow", 20)
+    # Kept connections (opened as needed, kept once opened): enough for a busy web process's
+    # concurrent requests, each of which holds one across its statements. Past pool_size an overflow
+    # connection is closed when given back, and a new one costs a PostgreSQL backend: with 20 kept,
+    # 32 concurrent requests churned connections and their p99 doubled (bench/ack_latency.py).
+    # A serve process takes at most 40 of PostgreSQL's default 100; a worker a few.
+    kwargs.setdefault("pool_size", 32)
+    kwargs.setdefault("max_overflow", 8)
     engine = create_async_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine

@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Row, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +54,7 @@ def split_ref(text: str | None) -> tuple[int | None, str]:
 # statement and its cache key costs more than SQLite running it (bench/ack_latency.py).
 _BY_ID = select(Incident).where(Incident.id == bindparam("incident_id"))
 _OPEN_IN = select(Incident).where(Incident.open_channel == bindparam("channel"))
+_BY_ID_LOCKED, _OPEN_IN_LOCKED = _BY_ID.with_for_update(), _OPEN_IN.with_for_update()
 # The same over the tables, for reads (`session.rows`): a row, not an ORM object, at a third of the cost.
 _INCIDENTS, _TIMELINE = Incident.__table__, TimelineEntry.__table__
 _BY_ID_ROW = select(_INCIDENTS).where(_INCIDENTS.c.id == bindparam("incident_id"))
@@ -76,18 +77,18 @@ async def open_incidents(session: AsyncSession) -> list[Incident]:
 
 
 async def find_incident(session: AsyncSession, channel: str | None, ref: int | None, *,
-                        lock: bool = False) -> Incident:
+                        lock: bool = False) -> Incident | Row:
     """The incident `#ref`, or the open incident of this channel; NotFound says which. Locked, it is
     the ORM object, to change; not locked, a read-only row with the same attributes."""
     if ref is not None:
         params = {"incident_id": ref}
-        incident = ((await session.execute(_BY_ID.with_for_update(), params)).scalar_one_or_none() if lock
+        incident = ((await session.execute(_BY_ID_LOCKED, params)).scalar_one_or_none() if lock
                     else (await session.rows(_BY_ID_ROW, params)).one_or_none())
         if incident is None:
             raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
         return incident
     params = {"channel": channel or ""}
-    incident = ((await session.execute(_OPEN_IN.with_for_update(), params)).scalar_one_or_none() if lock
+    incident = ((await session.execute(_OPEN_IN_LOCKED, params)).scalar_one_or_none() if lock
                 else (await session.rows(_OPEN_IN_ROW, params)).one_or_none())
     if incident is None:
         raise NotFound("There is no open incident in this channel. Declare one with "
