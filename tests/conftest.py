@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 
@@ -58,20 +57,7 @@ def captured_logs():
     """Every log line the bot writes during the test, formatted as in production."""
     from revops.bot.logs import JsonFormatter, RedactSecrets
     from tests.support.harness import SECRETS
+    from tests.support.logcapture import root_records
 
-    records: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(self.format(record))
-
-    handler = Collect()
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactSecrets(SECRETS))
-    root = logging.getLogger()
-    old_level = root.level
-    root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(old_level)
+    with root_records(JsonFormatter().format, filters=(RedactSecrets(SECRETS),)) as lines:
+        yield lines

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from tests.support.harness import SECRETS, STRIPE_KEY
+from tests.support.logcapture import root_records
 from tests.support.net import free_port
 from tests.support.server import LiveServer
 
@@ -137,26 +138,18 @@ def monitored():
 @pytest.fixture
 def raw_logs():
     """Every log record (any logger, DEBUG and up) exactly as written, before any redaction."""
-    lines: list[str] = []
 
-    class Collect(logging.Handler):
-        def emit(self, record):
-            try:
-                text = record.getMessage()
-            except Exception:
-                text = str(record.msg)
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
-            lines.append(text)
+    def raw(record: logging.LogRecord) -> str:
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        return text
 
-    handler = Collect(level=logging.DEBUG)
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(old)
+    with root_records(raw) as lines:
+        yield lines
 
 
 def assert_no_secrets(*texts: str, secrets=SECRETS) -> None:
