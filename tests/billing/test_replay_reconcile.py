@@ -92,9 +92,9 @@ def _fail_a_stored_event(stripe_bot, event):
         db = Database(stripe_bot.settings.env.database_url)
         try:
             async with db.transaction() as session:
-                from revops.bot.billing.webhooks import _event_row
+                from revops.bot.billing.webhooks import event_row
 
-                row = _event_row(event, source="webhook", now=stripe_bot.runtime.services.clock.now())
+                row = event_row(event, source="webhook", now=stripe_bot.runtime.services.clock.now())
                 row.update(status="failed", error="RuntimeError: simulated outage", detail="simulated")
                 session.add(StripeEvent(**row))
         finally:

@@ -113,9 +113,6 @@ def event_row(event: dict[str, Any], *, source: str, now: datetime) -> dict[str,
     )
 
 
-_event_row = event_row  # its former name (tests build rows with it)
-
-
 async def _apply_and_record(session: AsyncSession, event: dict[str, Any], now: datetime, *,
                             attempts_bump: bool) -> Result:
     savepoint = await session.begin_nested()
