@@ -1,7 +1,6 @@
 """replay, replay failed, reconcile and its Replay-missed button, against localstripe."""
 
 import asyncio
-from datetime import timedelta
 
 from revops.bot.billing.models import Account, StripeEvent, StripeSubscription
 from revops.bot.billing.reconcile import daily_reconcile
