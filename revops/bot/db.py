@@ -34,7 +34,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.util import await_only
 
 from . import sqlite_driver
-from .inline_session import AsyncReadUnit, InlineSession
+from .inline_session import AsyncReadUnit, InlineSession, ReadUnit
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -217,19 +217,16 @@ class Database:
         return self._unit(self.sessions(bind=connection) if connection is not None else self.sessions())
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncSession]:
+    async def reading(self) -> AsyncIterator[ReadUnit]:
         """A unit of work that only reads: no write lock, and on SQLite it cannot write. It takes a
         connection at its first statement, if any (a command that answers without the database,
         such as `help`, costs nothing here), and gives it back at the end."""
-        session = self.read_sessions()
+        unit = self.read_sessions()
         with _unavailable_as_error():
             try:
-                yield session
-                if session.in_transaction():
-                    await session.commit()
+                yield unit
             finally:
-                if session.in_transaction():
-                    await session.close()
+                await unit.close()  # a read leaves nothing to commit
 
     @staticmethod
     @asynccontextmanager

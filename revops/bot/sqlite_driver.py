@@ -12,8 +12,9 @@ lastrowid it already has. Results are the same; a statement costs about half as 
 Statements that cannot wait on a lock skip the trip altogether and run in the event loop's
 thread, where they take microseconds: every statement inside a write transaction, which
 already holds SQLite's write lock. (Reads do not come here at all: they run in the loop's
-thread through a synchronous Session, inline_session.py.) `BEGIN IMMEDIATE` is tried in place without waiting; only when another process
-holds the write lock does it go to the connection's thread to wait there (busy timeout).
+thread on synchronous connections, inline_session.py.) `BEGIN IMMEDIATE` is tried in place
+without waiting; only when another process holds the write lock does it go to the connection's
+thread to wait there (busy timeout).
 Commits run in place too (WAL, `synchronous=NORMAL`: nothing is synced); the checkpoints that
 do sync are taken out of them and run in a worker thread every few hundred commits.
 

@@ -77,9 +77,11 @@ async def find_account(session: AsyncSession, ref: str):
 async def resolve_account(session: AsyncSession, ref: str) -> Account | None:
     """The account `ref` names, as the ORM object (to change it); None if none."""
     for by, value in _account_lookups(ref):
-        stmt = select(Account).from_statement(_ACCOUNT_BY[by]) if by != "id" else None
-        account = (await session.get(Account, value) if stmt is None
-                   else (await session.execute(stmt, {"ref": value})).scalars().first())
+        if by == "id":
+            account = await session.get(Account, value)
+        else:
+            account = (await session.execute(select(Account).from_statement(_ACCOUNT_BY[by]),
+                                             {"ref": value})).scalars().first()
         if account is not None:
             return account
     return None
