@@ -68,12 +68,12 @@ def seed(env: dict[str, str]) -> None:
     """An account with some credits and an open incident in the benchmark channel."""
     script = f"""
 import asyncio
-from revops.bot.db import Database
-from revops.bot.clock import Clock
+from bot.db import Database
+from bot.clock import Clock
 async def main():
     db = Database({env['DATABASE_URL']!r})
     await db.upgrade()
-    from revops.bot.billing import ledger
+    from bot.billing import ledger
     now = Clock().now()
     async with db.transaction() as s:
         await ledger.ensure_account(s, "acct_bench", email="bench@example.com", at=now)
@@ -83,7 +83,7 @@ async def main():
 asyncio.run(main())
 """
     subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "revops", "exec", "incident declare P2 checkout bench incident",
+    subprocess.run([sys.executable, "-m", "bot", "exec", "incident declare P2 checkout bench incident",
                     "--as", USER, "--channel", CHANNEL], env=env, check=True, cwd=ROOT, capture_output=True)
 
 
@@ -135,7 +135,7 @@ def run(requests: int, levels: list[int], db: str = "sqlite") -> dict:
     seed(env)
     servers = {}
     try:
-        servers["revops"] = start_server("revops.bot.web.asgi:app", env)
+        servers["revops"] = start_server("bot.web.asgi:app", env)
         servers["bare-bolt"] = start_server("bench.bare_bolt_app:app", env)
         rows = []
         for text in COMMANDS:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
-from revops.bot.health.probes import probe_services  # noqa: E402
-from revops.bot.settings import ServiceCheck  # noqa: E402
+from bot.health.probes import probe_services  # noqa: E402
+from bot.settings import ServiceCheck  # noqa: E402
 
 TARGET = 1.3
 

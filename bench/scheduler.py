@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from revops.bot.clock import FakeClock  # noqa: E402
-from revops.bot.incidents import service as incidents  # noqa: E402
-from revops.bot.incidents.scheduler import Scheduler  # noqa: E402
-from revops.bot.models import OutgoingMessage  # noqa: E402
-from revops.bot.services import build_services  # noqa: E402
+from bot.clock import FakeClock  # noqa: E402
+from bot.incidents import service as incidents  # noqa: E402
+from bot.incidents.scheduler import Scheduler  # noqa: E402
+from bot.models import OutgoingMessage  # noqa: E402
+from bot.services import build_services  # noqa: E402
 from tests.support.harness import make_settings  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
@@ -60,7 +60,7 @@ async def worker_loop(services, scheduler: Scheduler, ticks: list[float]) -> int
 
 
 async def run(count: int, workers: int) -> dict:
-    from revops.bot.incidents import jobs  # noqa: F401  (registers the job kinds)
+    from bot.incidents import jobs  # noqa: F401  (registers the job kinds)
 
     pg = PostgresServer().start()
     try:

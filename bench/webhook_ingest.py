@@ -8,7 +8,7 @@ creates its account) with 10 % duplicate deliveries mixed in. Prints requests pe
 both servers and their ratio, and checks that no event was lost and none applied twice, and
 that the floor answered 200 to every request (it reads the body and verifies the signature as
 the real endpoint does). Concurrent deliveries share transactions in revops (group commit,
-revops/bot/billing/batch.py): the figure is the endpoint's, batching included.
+bot/billing/batch.py): the figure is the endpoint's, batching included.
 PostgreSQL is a throwaway server (tests/support/postgres.py). Target: ratio >= 0.5.
 
 The machine's other load moves both figures: compare ratios of one run, and run it more than once.
@@ -36,8 +36,8 @@ SECRET = "whsec_bench_0123456789abcdef"
 def _serve_revops(port: int, database_url: str, ready) -> None:
     import uvicorn
 
-    from revops.bot.settings import load_settings
-    from revops.bot.web.app import create_app
+    from bot.settings import load_settings
+    from bot.web.app import create_app
 
     config = Path(tempfile.mkdtemp(prefix="revops-bench-")) / "revops.toml"
     config.write_text("")
@@ -53,7 +53,7 @@ def _serve_baseline(port: int, ready) -> None:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from revops.bot.billing.webhooks import SignatureError, verify_signature
+    from bot.billing.webhooks import SignatureError, verify_signature
 
     app = FastAPI()
 
@@ -100,7 +100,7 @@ def _wait_http(port: int, timeout: float = 60) -> None:
 
 
 def make_bodies(n: int, duplicates: float, seed: int = 7) -> tuple[list[tuple[bytes, str]], int]:
-    from revops.bot.billing.webhooks import sign_payload
+    from bot.billing.webhooks import sign_payload
 
     rng = random.Random(seed)
     now = int(time.time())
@@ -155,8 +155,8 @@ async def _load(port: int, requests: list[tuple[bytes, str]], concurrency: int) 
 async def _verify(database_url: str, expected: int, prefix: str) -> dict:
     from sqlalchemy import func, select
 
-    from revops.bot.billing.models import Account, StripeCustomer, StripeEvent
-    from revops.bot.db import Database
+    from bot.billing.models import Account, StripeCustomer, StripeEvent
+    from bot.db import Database
 
     db = Database(database_url)
     try:

@@ -55,7 +55,7 @@ def bot(settings, fake_slack):
 @pytest.fixture
 def captured_logs():
     """Every log line the bot writes during the test, formatted as in production."""
-    from revops.bot.logs import JsonFormatter, RedactSecrets
+    from bot.logs import JsonFormatter, RedactSecrets
     from tests.support.harness import SECRETS
     from tests.support.logcapture import root_records
 

@@ -13,7 +13,7 @@ from tests.support.harness import ADMIN, APPROVER, RESPONDER, VIEWER, flatten
 def run_cli(bot, *args):
     env = {**os.environ, "DATABASE_URL": bot.settings.env.database_url,
            "REVOPS_CONFIG": str(bot.settings.config_path)}
-    return subprocess.run([sys.executable, "-m", "revops", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
 

@@ -18,7 +18,7 @@ def cli_env(tmp_path, db_url):
 
 
 def revops(env, *args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "revops", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, env=env,
                           input=stdin, timeout=90)
 
 
@@ -57,7 +57,7 @@ def test_console_reads_commands_from_standard_input(cli_env):
 
 def test_demo_runs_the_tour_on_a_fresh_sqlite_file(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
-    out = subprocess.run([sys.executable, "-m", "revops", "console", "--demo", "--no-repl", "--db",
+    out = subprocess.run([sys.executable, "-m", "bot", "console", "--demo", "--no-repl", "--db",
                           str(tmp_path / "demo.db")], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The PostgreSQL pool pings only connections that sat idle (revops/bot/db.py `_ping_when_idle`):
+"""The PostgreSQL pool pings only connections that sat idle (bot/db.py `_ping_when_idle`):
 a server restart while the bot is quiet costs nobody an error, and one during steady use costs
 at most the statements that were running on the broken connections."""
 
@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 
-from revops.bot import db as db_module
-from revops.bot.db import Database
-from revops.bot.errors import DatabaseUnavailable
-from revops.bot.flags import read_flags
+from bot import db as db_module
+from bot.db import Database
+from bot.errors import DatabaseUnavailable
+from bot.flags import read_flags
 
 
 async def _kill_backends(pg_server, database: str) -> int:

@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from revops.bot.models import OutgoingMessage
-from revops.bot.reply import Reply
-from revops.bot.outbox import enqueue
+from bot.models import OutgoingMessage
+from bot.reply import Reply
+from bot.outbox import enqueue
 from tests.support.harness import ADMIN, APPROVER, RESPONDER, Bot, flatten, make_settings
 
 
@@ -87,7 +87,7 @@ async def test_posts_queued_while_the_bot_is_down_are_delivered_after_a_restart(
 
 
 async def test_a_pending_approval_survives_a_restart(tmp_path, db_url, fake_slack):
-    from revops.bot.billing import ledger
+    from bot.billing import ledger
 
     settings = make_settings(tmp_path, db_url, fake_slack.api_url)
     bot = Bot(settings, fake_slack).start()

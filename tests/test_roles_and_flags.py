@@ -5,11 +5,11 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from revops.bot.models import AuditRecord, OutgoingMessage
-from revops.bot.registry import CommandSet
-from revops.bot.reply import Reply
-from revops.bot.roles import Role
-from revops.bot.models import ConsoleButton
+from bot.models import AuditRecord, OutgoingMessage
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
+from bot.models import ConsoleButton
 from tests.support.harness import ADMIN, ADMIN_KEY, APPROVER, CHANNEL, RESPONDER, VIEWER, flatten
 
 

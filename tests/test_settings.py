@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from revops.bot.durations import format_duration, parse_duration
-from revops.bot.errors import SettingsError
-from revops.bot.settings import load_settings
+from bot.durations import format_duration, parse_duration
+from bot.errors import SettingsError
+from bot.settings import load_settings
 from tests.support.harness import BOT_TOKEN, SIGNING_SECRET
 
 
@@ -38,7 +38,7 @@ def write(tmp_path, text):
 
 
 def test_the_example_file_loads(tmp_path):
-    from revops.bot.settings import example_config_path
+    from bot.settings import example_config_path
 
     settings = load_settings(revops_config=str(example_config_path()))
     cfg = settings.cfg
@@ -79,7 +79,7 @@ def test_an_invalid_file_names_the_key(tmp_path, toml, message):
 ])
 def test_the_cli_stops_with_one_clear_line(tmp_path, env, message):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
-    out = subprocess.run([sys.executable, "-m", "revops", "db", "upgrade"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "bot", "db", "upgrade"], capture_output=True, text=True,
                          env={**clean, **env}, cwd=tmp_path, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == f"revops: configuration error: {message}"

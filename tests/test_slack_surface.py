@@ -6,10 +6,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from revops.bot.models import AuditRecord
-from revops.bot.registry import CommandSet
-from revops.bot.reply import Reply
-from revops.bot.roles import Role
+from bot.models import AuditRecord
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
 from tests.support.harness import ADMIN, CHANNEL, RESPONDER, SIGNING_SECRET, VIEWER, flatten
 from tests.support.slack_requests import slash_body
 

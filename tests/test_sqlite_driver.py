@@ -1,4 +1,4 @@
-"""The SQLite driver (revops/bot/sqlite_driver.py): one trip to aiosqlite's thread per statement,
+"""The SQLite driver (bot/sqlite_driver.py): one trip to aiosqlite's thread per statement,
 with the results SQLAlchemy expects (rows, rowcount, lastrowid, RETURNING, errors)."""
 
 import asyncio
@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from revops.bot import sqlite_driver
-from revops.bot.db import Database
+from bot import sqlite_driver
+from bot.db import Database
 
 
 @pytest.fixture

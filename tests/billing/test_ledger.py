@@ -7,10 +7,10 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
-from revops.bot.billing import ledger
-from revops.bot.billing.models import Account
-from revops.bot.db import Database
-from revops.bot.errors import Conflict, NotFound
+from bot.billing import ledger
+from bot.billing.models import Account
+from bot.db import Database
+from bot.errors import Conflict, NotFound
 
 T0 = datetime(2026, 1, 5, 23, 30, tzinfo=timezone.utc)
 
@@ -117,7 +117,7 @@ async def test_granted_on_counts_grants_of_that_utc_day(db):
 
 
 async def test_unknown_kind_is_refused(db):
-    from revops.bot.errors import UsageError
+    from bot.errors import UsageError
 
     with pytest.raises(UsageError):
         await _append(db, "x", 5, kind="gift")

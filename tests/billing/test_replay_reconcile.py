@@ -2,9 +2,9 @@
 
 import asyncio
 
-from revops.bot.billing.models import Account, StripeEvent, StripeSubscription
-from revops.bot.billing.reconcile import daily_reconcile
-from revops.bot.db import Database
+from bot.billing.models import Account, StripeEvent, StripeSubscription
+from bot.billing.reconcile import daily_reconcile
+from bot.db import Database
 
 from tests.support.harness import ADMIN, APPROVER, RESPONDER, VIEWER
 from tests.support.localstripe import make_event
@@ -91,7 +91,7 @@ def _fail_a_stored_event(stripe_bot, event):
         db = Database(stripe_bot.settings.env.database_url)
         try:
             async with db.transaction() as session:
-                from revops.bot.billing.webhooks import event_row
+                from bot.billing.webhooks import event_row
 
                 row = event_row(event, source="webhook", now=stripe_bot.runtime.services.clock.now())
                 row.update(status="failed", error="RuntimeError: simulated outage", detail="simulated")
@@ -152,8 +152,8 @@ def test_daily_reconcile_hook(stripe_bot):
 
 
 async def _run_daily(stripe_bot):
-    from revops.bot.billing.stripe_client import StripeClient
-    from revops.bot.services import build_services
+    from bot.billing.stripe_client import StripeClient
+    from bot.services import build_services
 
     services = build_services(stripe_bot.settings)
     try:

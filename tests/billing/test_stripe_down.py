@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from revops.bot.billing.models import StripeCustomer, StripeEvent, StripeSubscription
-from revops.bot.billing.stripe_client import StripeClient
-from revops.bot.errors import UpstreamError
+from bot.billing.models import StripeCustomer, StripeEvent, StripeSubscription
+from bot.billing.stripe_client import StripeClient
+from bot.errors import UpstreamError
 
 from tests.support.harness import APPROVER, RESPONDER, VIEWER, flatten
 from tests.support.net import free_port

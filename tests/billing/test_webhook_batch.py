@@ -1,4 +1,4 @@
-"""Group commit of webhook deliveries (revops/bot/billing/batch.py), on SQLite and PostgreSQL.
+"""Group commit of webhook deliveries (bot/billing/batch.py), on SQLite and PostgreSQL.
 
 A batch must leave exactly what applying its events one by one leaves; a failing event is
 stored as failed and the others as usual; duplicates (stored before, or twice in one batch) do
@@ -15,13 +15,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from revops.bot.billing import batch
-from revops.bot.billing.batch import WebhookGroupCommit as GroupCommit, ingest_batch
-from revops.bot.billing.models import (Account, LedgerEntry, StripeCustomer, StripeEvent, StripeInvoice,
+from bot.billing import batch
+from bot.billing.batch import WebhookGroupCommit as GroupCommit, ingest_batch
+from bot.billing.models import (Account, LedgerEntry, StripeCustomer, StripeEvent, StripeInvoice,
                                        StripeSubscription)
-from revops.bot.billing.webhooks import ingest, ingest_event
-from revops.bot.db import Database
-from revops.bot.errors import DatabaseUnavailable
+from bot.billing.webhooks import ingest, ingest_event
+from bot.db import Database
+from bot.errors import DatabaseUnavailable
 
 from tests.support.harness import WEBHOOK_SECRET
 from tests.support.localstripe import make_event, signed_headers

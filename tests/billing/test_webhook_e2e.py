@@ -1,7 +1,7 @@
 """A customer and a subscription created in localstripe reach the mirror through signed webhooks,
 and the customer view shows Stripe and the mirror side by side."""
 
-from revops.bot.billing.models import Account, StripeCustomer, StripeEvent, StripeInvoice, StripeSubscription
+from bot.billing.models import Account, StripeCustomer, StripeEvent, StripeInvoice, StripeSubscription
 
 from tests.support.harness import APPROVER, RESPONDER, VIEWER
 

@@ -3,7 +3,7 @@
 import json
 import time
 
-from revops.bot.billing.models import Account, LedgerEntry, StripeEvent, StripeSubscription
+from bot.billing.models import Account, LedgerEntry, StripeEvent, StripeSubscription
 
 from tests.support.harness import WEBHOOK_SECRET
 from tests.support.localstripe import make_event, post_event, signed_headers
@@ -137,7 +137,7 @@ def test_answers_503_only_when_the_event_cannot_be_stored(webhook_bot, db_url):
     """The database goes away: the event is refused with a 5xx so Stripe retries it later."""
     import asyncio
 
-    from revops.bot.db import Database
+    from bot.db import Database
 
     services = webhook_bot.runtime.services
     if db_url.startswith("sqlite"):

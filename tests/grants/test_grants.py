@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from revops.bot.billing import ledger
-from revops.bot.billing.models import LedgerEntry
-from revops.bot.clock import FakeClock
-from revops.bot.grants.models import GrantRequest
-from revops.bot.grants.service import expire_due
-from revops.bot.models import AuditRecord
-from revops.bot.services import Services
+from bot.billing import ledger
+from bot.billing.models import LedgerEntry
+from bot.clock import FakeClock
+from bot.grants.models import GrantRequest
+from bot.grants.service import expire_due
+from bot.models import AuditRecord
+from bot.services import Services
 from tests.support.harness import (ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, VIEWER, Bot, flatten,
                                    make_settings)
 
@@ -319,7 +319,7 @@ async def test_slack_failing_chat_update_keeps_the_decision_and_retries(gbot, fa
 
 
 async def _sent(bot) -> bool:
-    from revops.bot.models import OutgoingMessage
+    from bot.models import OutgoingMessage
 
     async with bot.db() as db, db.transaction() as s:
         rows = (await s.execute(select(OutgoingMessage).where(OutgoingMessage.kind == "update"))).scalars().all()
@@ -351,8 +351,8 @@ async def test_a_grant_in_an_open_incidents_channel_lands_on_its_timeline(gbot):
 
 
 async def test_the_worker_runs_the_expiry_sweep(gbot, clock, fake_slack):
-    from revops.bot.outbox import Deliverer
-    from revops.bot.worker import Worker
+    from bot.outbox import Deliverer
+    from bot.worker import Worker
 
     rid, _, _ = await request_posted(gbot, "grant acct_1 30 nobody looks")
     clock.advance(timedelta(minutes=31))

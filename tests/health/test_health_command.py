@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import func, select
 
-from revops.bot.health.models import HealthProbe
+from bot.health.models import HealthProbe
 from tests.support.harness import CHANNEL, SECRETS, VIEWER, Bot, flatten, make_settings
 
 from .conftest import assert_no_secrets

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from revops.bot import cli
-from revops.bot.db import Database, run_upgrade
-from revops.bot.flags import set_flag
+from bot import cli
+from bot.db import Database, run_upgrade
+from bot.flags import set_flag
 from tests.support.harness import (ADMIN_KEY, ALERTS_TOKEN, BOT_TOKEN, RESPONDER, ROLES_TOML, SECRETS,
                                    SIGNING_SECRET, STRIPE_KEY, VIEWER, WEBHOOK_SECRET, Bot, flatten, make_settings)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from revops.bot.health.history import percentile
-from revops.bot.health.probes import extract_version, probe_services
-from revops.bot.settings import ServiceCheck
+from bot.health.history import percentile
+from bot.health.probes import extract_version, probe_services
+from bot.settings import ServiceCheck
 
 
 def svc(name: str, url: str, timeout: float = 2.0, slo_ms: float = 1000, env: str = "production") -> ServiceCheck:

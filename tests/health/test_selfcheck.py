@@ -3,9 +3,9 @@ key mode, Slack scopes against the manifest; secrets never in the words."""
 
 from __future__ import annotations
 
-from revops.bot.health.preflight import scopes_check
-from revops.bot.health.selfcheck import key_mode, manifest_scopes, slack_check, stripe_check
-from revops.bot.settings import load_settings
+from bot.health.preflight import scopes_check
+from bot.health.selfcheck import key_mode, manifest_scopes, slack_check, stripe_check
+from bot.settings import load_settings
 from tests.support.harness import STRIPE_KEY
 
 from .conftest import assert_no_secrets

@@ -8,16 +8,16 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from revops.bot.clock import FakeClock
-from revops.bot.flags import set_flag
-from revops.bot.health.history import recent_p95
-from revops.bot.health.models import HealthProbe
-from revops.bot.health.selfcheck import heartbeat_check
-from revops.bot.jobs import periodic_jobs
-from revops.bot.models import OutgoingMessage
-from revops.bot.outbox import Deliverer
-from revops.bot.services import build_services
-from revops.bot.worker import Worker
+from bot.clock import FakeClock
+from bot.flags import set_flag
+from bot.health.history import recent_p95
+from bot.health.models import HealthProbe
+from bot.health.selfcheck import heartbeat_check
+from bot.jobs import periodic_jobs
+from bot.models import OutgoingMessage
+from bot.outbox import Deliverer
+from bot.services import build_services
+from bot.worker import Worker
 from tests.support.harness import CHANNEL, make_settings
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from revops.bot.clock import FakeClock
-from revops.bot.incidents.models import Incident, ScheduledJob, TimelineEntry
-from revops.bot.models import OutgoingMessage
-from revops.bot.services import build_services
+from bot.clock import FakeClock
+from bot.incidents.models import Incident, ScheduledJob, TimelineEntry
+from bot.models import OutgoingMessage
+from bot.services import build_services
 from tests.support.harness import Bot, make_settings
 
 INCIDENT_TOML = """

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from revops.bot.errors import SettingsError, UsageError
-from revops.bot.incidents.impact import Impact, parse_figures, parse_rate, parse_traffic
-from revops.bot.runtime import Runtime
-from revops.bot.templating import render, render_check
-from revops.bot.incidents.views import sample_contexts
+from bot.errors import SettingsError, UsageError
+from bot.incidents.impact import Impact, parse_figures, parse_rate, parse_traffic
+from bot.runtime import Runtime
+from bot.templating import render, render_check
+from bot.incidents.views import sample_contexts
 from tests.support.harness import RESPONDER, VIEWER, make_settings
 
 
@@ -53,7 +53,7 @@ def test_a_broken_template_stops_start_up_naming_it(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REVOPS_", "DATABASE_"))}
     env.update(REVOPS_CONFIG=str(settings.config_path), DATABASE_URL=f"sqlite:///{tmp_path}/cli.db")
-    result = subprocess.run([sys.executable, "-m", "revops", "worker", "--once"], env=env, cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "bot", "worker", "--once"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "template report.md" in result.stderr

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from revops.bot import router as router_module
-from revops.bot.billing import ledger
-from revops.bot.incidents import timeline as timeline_module
-from revops.bot.registry import CommandSet
-from revops.bot.reply import Button, Reply
-from revops.bot.roles import Role
-from revops.bot.router import Router
+from bot import router as router_module
+from bot.billing import ledger
+from bot.incidents import timeline as timeline_module
+from bot.registry import CommandSet
+from bot.reply import Button, Reply
+from bot.roles import Role
+from bot.router import Router
 from tests.incidents.conftest import timeline
 from tests.support.harness import ADMIN, APPROVER, CHANNEL, RESPONDER, VIEWER
 

@@ -16,8 +16,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from revops.bot.incidents.scheduler import run_due
-from revops.bot.services import build_services
+from bot.incidents.scheduler import run_due
+from bot.services import build_services
 from tests.incidents.conftest import outbox
 from tests.support.harness import BOT_TOKEN, RESPONDER, Bot, make_settings
 
@@ -76,7 +76,7 @@ def _worker(settings, fake_slack, tmp_path, name: str) -> subprocess.Popen:
         "PYTHONUNBUFFERED": "1",
     })
     log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "revops", "worker"], env=env, cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

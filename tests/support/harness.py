@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from revops.bot.db import Database
-from revops.bot.settings import Settings, load_settings
-from revops.bot.web.app import create_app
+from bot.db import Database
+from bot.settings import Settings, load_settings
+from bot.web.app import create_app
 
 from .fake_slack import FakeSlack
 from .server import LiveServer

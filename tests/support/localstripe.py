@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from revops.bot.billing.webhooks import sign_payload
+from bot.billing.webhooks import sign_payload
 
 from .net import free_port
 

@@ -1,0 +1,191 @@
+"""The Stripe gateway: async calls through the official `stripe` package (its StripeClient
+with the httpx async client), `STRIPE_API_BASE` honoured, network retries set explicitly,
+and a time budget per call so a Slack answer still arrives when Stripe hangs.
+
+Every failure becomes `UpstreamError` with one sentence for the person who asked
+("Stripe is unreachable (connection refused); nothing was changed"); a missing object is
+`None` (retrieve) so callers decide what "not found" means. Results are plain dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Awaitable, Callable, TypeVar
+
+import stripe
+
+from bot.errors import UpstreamError
+
+log = logging.getLogger("revops.stripe")
+
+T = TypeVar("T")
+
+# One retry for network errors and 409/5xx answers (stripe's backoff: 0.5–1 s), a 3 s connect
+# timeout, 10 s per request, and 12 s for the whole call including retries.
+MAX_NETWORK_RETRIES = 1
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 10.0
+CALL_BUDGET = 12.0
+# Listing more than this many objects in one command is refused rather than left running.
+MAX_LISTED = 20_000
+
+
+class StripeClient:
+    def __init__(self, api_key: str | None, *, api_base: str | None = None,
+                 max_network_retries: int = MAX_NETWORK_RETRIES, connect_timeout: float = CONNECT_TIMEOUT,
+                 request_timeout: float = REQUEST_TIMEOUT, call_budget: float = CALL_BUDGET):
+        self.api_key = api_key
+        self.api_base = (api_base or stripe.DEFAULT_API_BASE).rstrip("/")
+        self.max_network_retries = max_network_retries
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.call_budget = call_budget
+        self._client: stripe.StripeClient | None = None
+        self._http: stripe.HTTPXClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "StripeClient":
+        env = settings.env
+        key = env.stripe_secret_key.get_secret_value() if env.stripe_secret_key is not None else None
+        return cls(key, api_base=env.stripe_api_base)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+    def _stripe(self) -> stripe.StripeClient:
+        if not self.api_key:
+            raise UpstreamError("Stripe is not configured (STRIPE_SECRET_KEY is missing); nothing was changed")
+        if self._client is None:
+            import httpx
+
+            # Created on first use, inside the event loop that will use it.
+            self._http = stripe.HTTPXClient(timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout))
+            self._client = stripe.StripeClient(
+                self.api_key,
+                base_addresses={"api": self.api_base},
+                max_network_retries=self.max_network_retries,
+                http_client=self._http,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            try:
+                await self._http.close_async()
+            except Exception:  # closing is best effort
+                pass
+        self._client = self._http = None
+
+    async def _call(self, what: str, fn: Callable[[stripe.StripeClient], Awaitable[T]]) -> T:
+        client = self._stripe()
+        try:
+            return await asyncio.wait_for(fn(client), timeout=self.call_budget)
+        except asyncio.TimeoutError:
+            raise UpstreamError(
+                f"Stripe did not answer within {self.call_budget:g} s ({what}); nothing was changed") from None
+        except stripe.StripeError as exc:
+            raise UpstreamError(describe_stripe_error(exc)) from exc
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def retrieve(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        """One object (`customer`, `subscription`, `invoice`, `event`, `charge`); None when Stripe has none."""
+        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
+                   "event": "events", "charge": "charges"}[kind]
+
+        async def go(client: stripe.StripeClient):
+            try:
+                obj = await getattr(client.v1, service).retrieve_async(object_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:
+                    return None
+                raise
+            return obj.to_dict()
+
+        return await self._call(f"fetching {object_id}", go)
+
+    async def list(self, kind: str, *, limit: int = 100, max_items: int = MAX_LISTED,
+                   **params: Any) -> list[dict[str, Any]]:
+        """Every object of a kind matching the filters, auto-paginated (at most `max_items`)."""
+        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
+                   "event": "events"}[kind]
+
+        async def go(client: stripe.StripeClient):
+            page = await getattr(client.v1, service).list_async(params={"limit": limit, **params})
+            out: list[dict[str, Any]] = []
+            async for item in page.auto_paging_iter():
+                out.append(item.to_dict())
+                if len(out) >= max_items:
+                    break
+            return out
+
+        return await self._call(f"listing {service}", go)
+
+    async def page(self, kind: str, *, limit: int = 10, **params: Any) -> list[dict[str, Any]]:
+        """The first page only (recent invoices and the like)."""
+        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
+                   "event": "events"}[kind]
+
+        async def go(client: stripe.StripeClient):
+            page = await getattr(client.v1, service).list_async(params={"limit": limit, **params})
+            return [item.to_dict() for item in page.data]
+
+        return await self._call(f"listing {service}", go)
+
+    async def customers_by_email(self, email: str) -> list[dict[str, Any]]:
+        return await self.list("customer", email=email, max_items=20)
+
+    async def events_between(self, since: datetime, until: datetime | None = None) -> list[dict[str, Any]]:
+        created: dict[str, int] = {"gte": int(since.timestamp())}
+        if until is not None:
+            created["lte"] = int(until.timestamp())
+        return await self.list("event", created=created)
+
+    async def ping(self) -> None:
+        """A cheap authenticated call (health checks)."""
+        await self.page("customer", limit=1)
+
+
+def describe_stripe_error(exc: stripe.StripeError) -> str:
+    """One sentence, no secrets, no traceback."""
+    if isinstance(exc, stripe.APIConnectionError):
+        return f"Stripe is unreachable ({_network_cause(exc)}); nothing was changed"
+    if isinstance(exc, stripe.AuthenticationError):
+        return "Stripe refused the API key (authentication failed); nothing was changed"
+    if isinstance(exc, stripe.PermissionError):
+        return "Stripe refused the request (the API key lacks permission); nothing was changed"
+    if isinstance(exc, stripe.RateLimitError):
+        return "Stripe is rate-limiting us (HTTP 429); nothing was changed — try again in a minute"
+    status = getattr(exc, "http_status", None)
+    message = getattr(exc, "user_message", None) or ""
+    message = message.strip().rstrip(".")[:200]
+    detail = f"HTTP {status}" + (f": {message}" if message else "") if status else (message or type(exc).__name__)
+    return f"Stripe answered with an error ({detail}); nothing was changed"
+
+
+def _network_cause(exc: BaseException) -> str:
+    """What went wrong on the wire, from the exception chain (httpx -> httpcore -> OSError)."""
+    import httpx
+
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in chain):
+        return "timed out"
+    if any(isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError, ConnectionResetError)) for e in chain):
+        return "the connection was closed"
+    text = " ".join(str(e).lower() for e in chain)
+    if "name or service" in text or "nodename" in text or "resolve" in text:
+        return "its address does not resolve"
+    if "refused" in text:
+        return "connection refused"
+    if any(isinstance(e, httpx.ConnectError) for e in chain):
+        return "cannot connect"
+    return "network error"

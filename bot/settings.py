@@ -1,0 +1,214 @@
+"""Settings: environment variables (and `.env`) plus the `revops.toml` file.
+
+Names are exactly those of SPEC §2. Anything invalid stops start-up with one
+line that names the key and what is wrong (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .durations import parse_duration
+from .errors import SettingsError
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./revops.db"
+
+
+class EnvSettings(BaseSettings):
+    """What comes from the environment; secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    revops_config: str | None = None
+    revops_admin_api_key: SecretStr | None = None
+    revops_alerts_token: SecretStr | None = None
+    revops_base_url: str | None = None
+    revops_env: Literal["development", "staging", "production"] = "development"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Not in the public contract's table but documented in the README.
+    revops_worker_in_serve: bool = False
+    revops_log_level: str = "INFO"
+    revops_tick: Duration = timedelta(seconds=5)
+    revops_post_interval: Duration = timedelta(seconds=1)  # per-channel pacing of posts to Slack
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://"):]
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value[len("postgresql://"):]
+        if value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    def secrets(self) -> dict[str, SecretStr | None]:
+        """Every secret setting by its environment name (for set/missing reports and redaction)."""
+        return {
+            "SLACK_BOT_TOKEN": self.slack_bot_token,
+            "SLACK_SIGNING_SECRET": self.slack_signing_secret,
+            "SLACK_APP_TOKEN": self.slack_app_token,
+            "STRIPE_SECRET_KEY": self.stripe_secret_key,
+            "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
+            "REVOPS_ADMIN_API_KEY": self.revops_admin_api_key,
+            "REVOPS_ALERTS_TOKEN": self.revops_alerts_token,
+        }
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlackSection(_Section):
+    incident_channel: str | None = None
+    alerts_channel: str | None = None
+
+
+class RolesSection(_Section):
+    admin: list[str] = []
+    approver: list[str] = []
+    responder: list[str] = []
+
+
+class CreditsSection(_Section):
+    max_grant: int = Field(default=500, ge=1)
+    daily_cap: int = Field(default=1000, ge=1)
+    approval_ttl: Duration = timedelta(minutes=30)
+
+
+class SeverityClock(_Section):
+    ack: Duration
+    resolve: Duration
+    revenue_update: Duration | None = None
+    engineering_update: Duration | None = None
+
+
+def _default_severities() -> dict[str, SeverityClock]:
+    h = timedelta(hours=1)
+    return {
+        "P1": SeverityClock(ack=timedelta(minutes=15), resolve=h, revenue_update=timedelta(minutes=30), engineering_update=h),
+        "P2": SeverityClock(ack=h, resolve=4 * h, revenue_update=h, engineering_update=2 * h),
+        "P3": SeverityClock(ack=4 * h, resolve=24 * h),
+    }
+
+
+class EscalationLevel(_Section):
+    after: Duration
+    notify: list[str] = []
+
+
+class HealthSection(_Section):
+    probe_every: Duration = timedelta(minutes=1)
+
+
+class ServiceCheck(_Section):
+    name: str
+    env: str = "production"
+    url: str
+    timeout: Duration = timedelta(seconds=2)
+    p95_slo: Duration = timedelta(milliseconds=150)
+
+
+class FileConfig(_Section):
+    """The `revops.toml` file (SPEC §2)."""
+
+    templates_dir: str | None = None
+    slack: SlackSection = SlackSection()
+    roles: RolesSection = RolesSection()
+    credits: CreditsSection = CreditsSection()
+    severity: dict[Literal["P1", "P2", "P3"], SeverityClock] = Field(default_factory=_default_severities)
+    escalation: dict[str, EscalationLevel] = {}
+    health: HealthSection = HealthSection()
+    services: list[ServiceCheck] = []
+
+    @field_validator("severity")
+    @classmethod
+    def _fill_missing_severities(cls, value: dict) -> dict:
+        return {**_default_severities(), **value}
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: EnvSettings
+    cfg: FileConfig
+    config_path: Path | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.env.revops_env == "production"
+
+
+def _first_error(exc: ValidationError, prefix: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(file)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{prefix}{key}: {msg}"
+
+
+def load_file_config(path: Path) -> FileConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"REVOPS_CONFIG: {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path.name}: not valid TOML ({exc})") from None
+    try:
+        return FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_first_error(exc, f"{path.name}: ")) from None
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the environment and the TOML file; raise SettingsError with one clear line."""
+    try:
+        env = EnvSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "environment"
+        msg = err["msg"].removeprefix("Value error, ")
+        # Never echo the input value: it may be a secret.
+        raise SettingsError(f"{name}: {msg}") from None
+    path: Path | None
+    if env.revops_config:
+        path = Path(env.revops_config)
+    else:
+        path = Path("revops.toml") if Path("revops.toml").exists() else None
+    cfg = load_file_config(path) if path else FileConfig()
+    return Settings(env=env, cfg=cfg, config_path=path)
+
+
+def example_config_path() -> Path:
+    return Path(__file__).resolve().parent / "revops.example.toml"
+
+
+def environ_has_config() -> bool:
+    return bool(os.environ.get("REVOPS_CONFIG")) or Path("revops.toml").exists()

@@ -1,0 +1,36 @@
+"""Small helpers shared by the billing command families (customer, credits, replay, sync, reconcile)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.billing.models import LedgerEntry
+from bot.billing.stripe_client import StripeClient
+from bot.context import Context
+from bot.errors import UpstreamError
+
+
+def stripe_of(ctx: Context) -> StripeClient:
+    stripe = ctx.services.stripe
+    if stripe is None or not stripe.configured:
+        raise UpstreamError("Stripe is not configured (STRIPE_SECRET_KEY is missing); nothing was changed")
+    return stripe
+
+
+def who(actor: str) -> str:
+    return f"<@{actor}>" if actor[:1] in ("U", "W") and actor.isalnum() else actor
+
+
+def when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else "—"
+
+
+def entry_line(entry: LedgerEntry) -> str:
+    return (f"{when(entry.at)}  {entry.delta:+d} {entry.kind} — {entry.reason} (by {who(entry.actor)}) "
+            f"→ {entry.balance_after}")
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return "—"
+    return f"{amount / 100:,.2f} {(currency or '').upper()}".strip()

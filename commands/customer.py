@@ -1,0 +1,201 @@
+"""`customer <email|cus_…|account>`: Stripe's live view and the local mirror side by side.
+
+Mismatches are listed (status differs, missing locally, unknown to Stripe), failed invoices
+are marked, and the credit balance, recent ledger entries and recent billing events follow.
+When Stripe cannot be reached the answer says so and shows the mirror alone.
+Buttons: **Sync from Stripe** (responder), **Replay failed events** (approver).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.billing import ledger
+from bot.billing.mirror import invoice_values, subscription_values, ts
+from bot.billing.models import StripeCustomer, StripeEvent, StripeInvoice, StripeSubscription
+from bot.context import Context
+from bot.errors import UpstreamError, UsageError
+from bot.registry import CommandSet
+from bot.reply import Button, Reply
+from bot.roles import Role
+
+from ._billing import entry_line, money, stripe_of, when
+
+commands = CommandSet("customer")
+
+EVENT_ICONS = {"processed": ":white_check_mark:", "ignored": ":heavy_minus_sign:", "failed": ":x:"}
+
+
+async def _local_customer(ctx: Context, ref: str, account) -> StripeCustomer | None:
+    if ref.startswith("cus_"):
+        return await ctx.session.get(StripeCustomer, ref)
+    if "@" in ref:
+        rows = await ctx.session.execute(
+            select(StripeCustomer).where(func.lower(StripeCustomer.email) == ref.lower())
+            .order_by(StripeCustomer.deleted, StripeCustomer.updated_at.desc()).limit(1))
+        return rows.scalar_one_or_none()
+    if account is not None and account.stripe_customer_id:
+        return await ctx.session.get(StripeCustomer, account.stripe_customer_id)
+    return None
+
+
+@commands.command("customer <ref>", summary="Stripe and the local mirror side by side: subscriptions, invoices, "
+                  "mismatches, credits, recent events", role=Role.viewer, slow=True,
+                  examples=["customer ada@example.com", "customer cus_Q1w2e3", "customer acct_42"])
+async def customer(ctx: Context, args: dict) -> Reply:
+    ref = args["ref"].strip()
+    session = ctx.session
+    account = await ledger.resolve_account(session, ref)
+    local = await _local_customer(ctx, ref, account)
+    customer_id = ref if ref.startswith("cus_") else (local.id if local else
+                                                       account.stripe_customer_id if account else None)
+
+    stripe_error: str | None = None
+    live: dict[str, Any] | None = None
+    live_subs: list[dict[str, Any]] = []
+    live_invoices: list[dict[str, Any]] = []
+    notes: list[str] = []
+    try:
+        stripe = stripe_of(ctx)
+        if customer_id:
+            live = await stripe.retrieve("customer", customer_id)
+        elif "@" in ref:
+            found = await stripe.customers_by_email(ref)
+            if len(found) > 1:
+                notes.append(f"Stripe has {len(found)} customers with this email: "
+                             + ", ".join(c["id"] for c in found[:5]) + "; showing the first.")
+            live = found[0] if found else None
+            customer_id = live["id"] if live else None
+        if live is not None and live.get("deleted"):
+            notes.append(f"Stripe says customer {live['id']} was deleted.")
+        elif live is not None:
+            live_subs = await stripe.list("subscription", customer=live["id"], status="all", max_items=50)
+            live_invoices = await stripe.page("invoice", customer=live["id"], limit=5)
+    except UpstreamError as exc:
+        stripe_error = str(exc).removesuffix("; nothing was changed")
+
+    if customer_id and local is None:
+        local = await session.get(StripeCustomer, customer_id)
+    if customer_id and account is None:
+        account = await ledger.resolve_account(session, customer_id)
+    if live is None and local is None and account is None:
+        if stripe_error:
+            raise UpstreamError(f"{stripe_error}, and nothing in the local mirror matches `{ref[:60]}`")
+        raise UsageError(f"no customer matches `{ref[:60]}` in Stripe or in the local mirror")
+
+    mismatches: list[str] = []
+    lines: list[str] = []
+    if stripe_error:
+        lines.append(f":warning: {stripe_error}: showing the local mirror only.")
+    lines += notes
+
+    # -- the customer itself
+    if customer_id:
+        if stripe_error is None:
+            if live is None:
+                mismatches.append(f"customer {customer_id} is unknown to Stripe")
+            elif local is None:
+                mismatches.append(f"customer {customer_id} is missing locally")
+            elif not live.get("deleted") and (live.get("email") or None) != (local.email or None):
+                mismatches.append(f"email differs: Stripe {live.get('email')}, mirror {local.email}")
+            elif bool(live.get("deleted")) != local.deleted:
+                mismatches.append("deleted in Stripe, not in the mirror" if live.get("deleted")
+                                  else "deleted in the mirror, not in Stripe")
+
+    # -- subscriptions side by side
+    local_subs = list((await session.execute(
+        select(StripeSubscription).where(StripeSubscription.customer_id == customer_id)
+        .order_by(StripeSubscription.id))).scalars()) if customer_id else []
+    by_id_live = {s["id"]: subscription_values(s) for s in live_subs}
+    by_id_local = {s.id: s for s in local_subs}
+    if by_id_live or by_id_local:
+        lines.append("*Subscriptions* (Stripe | mirror)")
+    for sub_id in sorted(set(by_id_live) | set(by_id_local)):
+        lv, lc = by_id_live.get(sub_id), by_id_local.get(sub_id)
+        stripe_part = (f"{lv['status']}, {lv['plan']}, renews {when(lv['current_period_end'])}"
+                       + (", cancels at period end" if lv["cancel_at_period_end"] else "")) if lv else "—"
+        local_part = f"{lc.status}, {lc.plan}" + (", cancels at period end" if lc.cancel_at_period_end else "") \
+            if lc else "—"
+        problem = None
+        if stripe_error is None:
+            if lv and not lc:
+                problem = f"subscription {sub_id} is missing locally"
+            elif lc and not lv:
+                problem = f"subscription {sub_id} is unknown to Stripe"
+            elif lv and lc and lv["status"] != lc.status:
+                problem = f"subscription {sub_id} status differs: Stripe {lv['status']}, mirror {lc.status}"
+            elif lv and lc and lv["cancel_at_period_end"] != lc.cancel_at_period_end:
+                problem = f"subscription {sub_id}: cancel at period end differs"
+        if problem:
+            mismatches.append(problem)
+        flag = " :warning:" if problem else ""
+        lines.append(f"  {sub_id}: {stripe_part} | {local_part}{flag}")
+
+    # -- invoices: Stripe's recent ones, else the mirror's
+    local_invoices = {i.id: i for i in (await session.execute(
+        select(StripeInvoice).where(StripeInvoice.customer_id == customer_id)
+        .order_by(StripeInvoice.invoice_created.desc()).limit(5))).scalars()} if customer_id else {}
+    shown = live_invoices if live_invoices else []
+    if shown or local_invoices:
+        lines.append("*Recent invoices*" + ("" if shown else " (mirror)"))
+    for inv in shown:
+        values = invoice_values(inv, None)
+        mirrored = local_invoices.get(inv["id"]) or await session.get(StripeInvoice, inv["id"])
+        failed = values["payment_failed"] or (mirrored is not None and mirrored.payment_failed
+                                              and values["status"] != "paid")
+        mark = " :x: *payment failed*" if failed else ""
+        retry = f", next attempt {when(ts(inv.get('next_payment_attempt')))}" if inv.get("next_payment_attempt") else ""
+        lines.append(f"  {inv['id']}: {values['status']}, {money(values['amount_due'], values['currency'])}, "
+                     f"{values['attempt_count']} attempt(s){retry}{mark}")
+        if stripe_error is None:
+            if mirrored is None:
+                mismatches.append(f"invoice {inv['id']} is missing locally")
+            elif mirrored.status != values["status"]:
+                mismatches.append(f"invoice {inv['id']} status differs: Stripe {values['status']}, mirror {mirrored.status}")
+    if not shown:
+        for inv in local_invoices.values():
+            mark = " :x: *payment failed*" if inv.payment_failed else ""
+            lines.append(f"  {inv.id}: {inv.status}, {money(inv.amount_due, inv.currency)}, "
+                         f"{inv.attempt_count} attempt(s){mark}")
+
+    # -- credits
+    if account is not None:
+        entries = await ledger.recent_entries(session, account.id, limit=5)
+        lines.append(f"*Credits* (account `{account.id}`): {account.balance}")
+        lines += [f"  {entry_line(e)}" for e in entries] or ["  no ledger entries"]
+    elif customer_id:
+        lines.append("*Credits*: no account linked to this customer yet")
+
+    # -- recent billing events
+    failed_count = 0
+    if customer_id:
+        events = list((await session.execute(
+            select(StripeEvent).where(StripeEvent.customer_id == customer_id)
+            .order_by(StripeEvent.created.desc(), StripeEvent.received_at.desc()).limit(8))).scalars())
+        failed_count = (await session.execute(select(func.count()).select_from(StripeEvent).where(
+            StripeEvent.customer_id == customer_id, StripeEvent.status == "failed"))).scalar_one()
+        lines.append("*Recent billing events*" + (f" ({failed_count} failed)" if failed_count else ""))
+        lines += [f"  {EVENT_ICONS.get(e.status, '')} {when(e.created)} {e.type} {e.id}: {e.status}"
+                  + (f" — {e.error[:120]}" if e.error else "") for e in events] or ["  none received"]
+
+    if mismatches:
+        lines.insert(0, f":warning: *{len(mismatches)} mismatch{'es' if len(mismatches) != 1 else ''}*: "
+                     + "; ".join(mismatches))
+    elif stripe_error is None and customer_id:
+        lines.insert(0, ":white_check_mark: Stripe and the mirror agree.")
+
+    name = (live or {}).get("name") or (local.name if local else None)
+    email = (live or {}).get("email") or (local.email if local else None) or (account.email if account else None)
+    head = f"Customer `{customer_id or '—'}`" + (f" — {name}" if name else "") + (f" <{email}>" if email else "")
+    fields = [("Stripe", "unavailable" if stripe_error else ("found" if live else "not found")),
+              ("Mirror", "found" if local else "not found")]
+    if account is not None:
+        fields.append(("Account", f"{account.id}: {account.balance} credits"))
+    buttons = []
+    if customer_id:
+        buttons.append(Button("Sync from Stripe", "sync.customer", customer_id, style="primary"))
+        buttons.append(Button("Replay failed events", "replay.failed_for", customer_id,
+                              confirm=f"Replay {failed_count} failed events of {customer_id}?"))
+    return Reply(head, lines=lines, fields=fields, buttons=buttons)

@@ -1,0 +1,36 @@
+"""`help [command]`: the commands, their usage, the role each needs."""
+
+from bot.context import Context
+from bot.errors import UsageError
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
+
+commands = CommandSet("help")
+
+
+def _role_text(command) -> str:
+    if command.role_note:
+        return command.role_note
+    return command.role.name if isinstance(command.role, Role) else "varies"
+
+
+@commands.command("help [command...]", summary="the commands, their usage, the role each needs", role=Role.viewer)
+async def show_help(ctx: Context, args: dict) -> Reply:
+    families = ctx.services.registry.families()
+    wanted = (args.get("command") or "").strip().lower().removeprefix("/revops").strip()
+    if wanted:
+        first = wanted.split()[0]
+        if first not in families:
+            raise UsageError(f"no command `{first[:40]}`; `/revops help` lists them", usage="help [command]")
+        lines = [f"`/revops {c.usage}` — {c.summary} _(role: {_role_text(c)})_" for c in families[first]]
+        return Reply(f"Help for `{first}`", lines=lines)
+    lines = []
+    for name, group in families.items():
+        for c in group:
+            lines.append(f"`/revops {c.usage}` — {c.summary} _({_role_text(c)})_")
+    return Reply(
+        "revops — revenue and billing incident runbook",
+        lines=lines,
+        footer=f"You are {ctx.role.name}. Roles: viewer < responder < approver < admin.",
+    )

@@ -1,0 +1,440 @@
+"""`incident …`: declare → ack → update → mitigated → resolve, plus status,
+timeline, report, list, stats and a signed link to the incident page (SPEC §4, §7).
+
+Every command addresses the open incident of the channel, or another with `#ID`.
+Handlers hand their timeline entries to the router's recorder in `ctx.timeline`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import bindparam, select
+
+from bot.context import Context
+from bot.durations import format_duration
+from bot.errors import Conflict, NotFound, UsageError
+from bot.grammar import as_id
+from bot.incidents import service
+from bot.incidents.impact import Impact, parse_figures
+from bot.incidents.models import Alert, Incident, ScheduledJob
+from bot.incidents.views import fmt_time, incident_view, timeline_view
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
+from bot.templating import render_reply
+
+commands = CommandSet("incident")
+
+FIGURES = "[baseline=NUM] [current=NUM] [traffic=NUM] [aov=NUM]"
+STATS_WINDOW = timedelta(days=30)
+TIMELINE_LIMIT = 40
+
+
+def _entry(ctx: Context, incident: Incident, kind: str, line: str, **data) -> None:
+    ctx.timeline.append((kind, line, {"incident_id": incident.id, **data}))
+
+
+def _incident_channel(ctx: Context) -> str:
+    channel = ctx.channel or ctx.settings.cfg.slack.incident_channel
+    if not channel:
+        raise UsageError("run this in a channel (or set [slack] incident_channel)")
+    return channel
+
+
+async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lock: bool = False) -> Incident:
+    """The addressed incident; for lifecycle commands a clear answer when the channel's last one is resolved."""
+    try:
+        return await service.find_incident(ctx.session, ctx.channel, ref, lock=lock)
+    except NotFound:
+        if ref is not None:
+            raise
+        last = (await ctx.session.execute(
+            select(Incident).where(Incident.channel == (ctx.channel or "")).order_by(Incident.id.desc()).limit(1)
+        )).scalar_one_or_none()
+        if doing is None:
+            if last is None:
+                raise
+            return last  # reading: the channel's most recent incident, resolved or not
+        if last is not None and last.status == "resolved":
+            raise Conflict(f"There is no open incident in this channel: #{last.id} was already resolved at "
+                           f"{last.resolved_at:%Y-%m-%d %H:%M} UTC by <@{last.resolved_by}>, so there is nothing "
+                           f"to {doing}. Declare a new one with `/revops incident declare …`.") from None
+        raise
+
+
+def _ref_arg(args: dict) -> int | None:
+    return service.parse_ref(args.get("#ID"))
+
+
+def _view(ctx: Context, incident: Incident) -> dict:
+    return incident_view(incident, ctx.settings, ctx.now)
+
+
+def _announce(ctx: Context, incident: Incident, event: str, **extra) -> None:
+    reply = render_reply(ctx.settings, "announcement.md", incident=_view(ctx, incident), event=event,
+                         actor=ctx.actor, text=extra.pop("text", None), old_severity=extra.pop("old_severity", None),
+                         link=extra.pop("link", None), now=fmt_time(ctx.now))
+    ctx.post(incident.channel, reply)
+
+
+def _impact_text(figures: dict) -> str:
+    impact = Impact.from_figures(figures)
+    if impact is None:
+        return ""
+    return f" (impact ${impact.view()['hourly']}/hour)"
+
+
+# --- declare ---------------------------------------------------------------------------------------------
+
+
+@commands.command(f"incident declare <severity> <stage> <summary...> {FIGURES}",
+                  summary="open an incident (severity P1, P2 or P3) in this channel and post the initial "
+                          "communication", role=Role.responder, mutating=True,
+                  examples=["incident declare P1 checkout conversion down baseline=3.2% current=2.1% "
+                            "traffic=1200/h aov=80"])
+async def declare(ctx: Context, args: dict) -> Reply:
+    severity = service.parse_severity(args["severity"])
+    figures = parse_figures(args)
+    channel = _incident_channel(ctx)
+    incident = await service.declare(ctx.session, ctx.settings, channel=channel, actor=ctx.actor,
+                                     severity=severity, stage=args["stage"], summary=args["summary"],
+                                     figures=figures, now=ctx.now)
+    _entry(ctx, incident, "declare", f"Declared {severity} on {incident.stage}: {incident.summary}"
+           + _impact_text(figures), severity=severity, impact=figures or None)
+    link = service.page_link(ctx.settings, incident.id, ctx.now)
+    initial = render_reply(ctx.settings, f"initial_{severity.lower()}.md", incident=_view(ctx, incident),
+                           link=link, now=fmt_time(ctx.now))
+    ctx.post(channel, initial, ref=f"incident:{incident.id}:initial")
+    ctx.note(subject=f"incident:{incident.id}", detail=f"declared {severity} {incident.stage}")
+    ack_hint = "" if severity == "P3" and not ctx.settings.cfg.escalation else \
+        f" Acknowledge within {format_duration(ctx.settings.cfg.severity[severity].ack)} with `/revops incident ack`."
+    return Reply(f"Incident #{incident.id} declared ({severity}, {incident.stage}); the initial communication "
+                 f"is posted in <#{channel}>.{ack_hint}")
+
+
+# --- drive ------------------------------------------------------------------------------------------------
+
+
+@commands.command("incident ack [#ID]", summary="acknowledge: you become the incident commander; stops escalation",
+                  role=Role.responder, mutating=True)
+async def ack(ctx: Context, args: dict) -> Reply:
+    incident = await _target(ctx, _ref_arg(args), doing="acknowledge", lock=True)
+    await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
+    elapsed = format_duration(ctx.now - incident.detected_at)
+    _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander <@{ctx.actor}>")
+    _announce(ctx, incident, "ack")
+    ctx.note(subject=f"incident:{incident.id}", detail="acknowledged")
+    return Reply(f"You are the incident commander of #{incident.id} (acknowledged after {elapsed}).")
+
+
+@commands.command(f"incident update <text...> {FIGURES}",
+                  summary="post a status update (`#ID` first to address another incident; impact figures optional)",
+                  role=Role.responder, mutating=True)
+async def update(ctx: Context, args: dict) -> Reply:
+    ref, text = service.split_ref(args.get("text"))
+    figures = parse_figures(args)
+    if not text:
+        raise UsageError("missing <text>: say what changed")
+    incident = await _target(ctx, ref, doing="update", lock=True)
+    service.require_open(incident, "updated")
+    if figures:
+        incident.impact = {**(incident.impact or {}), **figures}
+    incident.last_human_update_at = ctx.now
+    _entry(ctx, incident, "update", f"Update: {text}" + _impact_text(incident.impact or {}) if figures
+           else f"Update: {text}", text=text, impact=figures or None)
+    _announce(ctx, incident, "update", text=text)
+    ctx.note(subject=f"incident:{incident.id}", detail="update")
+    return Reply(f"Update posted on #{incident.id}.")
+
+
+@commands.command("incident note <text...>",
+                  summary="add a note to the timeline (start with `lesson:` for the report's lessons learned)",
+                  role=Role.responder, mutating=True)
+async def note(ctx: Context, args: dict) -> Reply:
+    ref, text = service.split_ref(args.get("text"))
+    if not text:
+        raise UsageError("missing <text>")
+    incident = await _target(ctx, ref)
+    lesson = service.lesson_text(text)
+    _entry(ctx, incident, "note", ("Lesson learned: " + lesson) if lesson is not None else f"Note: {text}", text=text)
+    ctx.note(subject=f"incident:{incident.id}", detail="note")
+    where = "the report's lessons learned" if lesson is not None else "the timeline"
+    return Reply(f"Added to {where} of #{incident.id}.")
+
+
+@commands.command("incident action <text...>", summary="add an action item for the post-incident report",
+                  role=Role.responder, mutating=True)
+async def action(ctx: Context, args: dict) -> Reply:
+    ref, text = service.split_ref(args.get("text"))
+    if not text:
+        raise UsageError("missing <text>")
+    incident = await _target(ctx, ref)
+    _entry(ctx, incident, "action", f"Action item: {text}", text=text)
+    ctx.note(subject=f"incident:{incident.id}", detail="action item")
+    return Reply(f"Action item added to the report of #{incident.id}.")
+
+
+@commands.command("incident severity <severity> [#ID]", summary="change the severity (P1, P2 or P3) and its clocks",
+                  role=Role.responder, mutating=True)
+async def severity(ctx: Context, args: dict) -> Reply:
+    raw, ref_raw = args["severity"], args.get("#ID")
+    if raw.startswith("#") and ref_raw:
+        raw, ref_raw = ref_raw, raw
+    new = service.parse_severity(raw)
+    incident = await _target(ctx, service.parse_ref(ref_raw), doing="re-grade", lock=True)
+    service.require_open(incident, "re-graded")
+    old = incident.severity
+    if old == new:
+        raise Conflict(f"Incident #{incident.id} is already {new}.")
+    incident.severity = new
+    await service.schedule_jobs(ctx.session, ctx.settings, incident, ctx.now)
+    _entry(ctx, incident, "severity", f"Severity changed {old} → {new}", old=old, new=new)
+    _announce(ctx, incident, "severity", old_severity=old)
+    ctx.note(subject=f"incident:{incident.id}", detail=f"severity {old} -> {new}")
+    return Reply(f"Incident #{incident.id} is now {new} (was {old}); cadences and clocks follow the new severity.")
+
+
+@commands.command("incident mitigated [text...]", summary="mark the impact as mitigated (the fix may still be pending)",
+                  role=Role.responder, mutating=True)
+async def mitigated(ctx: Context, args: dict) -> Reply:
+    ref, text = service.split_ref(args.get("text"))
+    incident = await _target(ctx, ref, doing="mitigate", lock=True)
+    service.require_open(incident, "mitigated")
+    if incident.status == "mitigated":
+        raise Conflict(f"Incident #{incident.id} was already marked mitigated at {incident.mitigated_at:%H:%M} UTC.")
+    if incident.acknowledged_at is None:
+        await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
+        _entry(ctx, incident, "ack", f"Acknowledged (by mitigating); incident commander <@{ctx.actor}>")
+    incident.status = "mitigated"
+    incident.mitigated_at = ctx.now
+    incident.last_human_update_at = ctx.now
+    _entry(ctx, incident, "mitigated", "Mitigated" + (f": {text}" if text else ""), text=text or None)
+    _announce(ctx, incident, "mitigated", text=text or None)
+    ctx.note(subject=f"incident:{incident.id}", detail="mitigated")
+    return Reply(f"Incident #{incident.id} marked mitigated. Resolve it with `/revops incident resolve <root cause>`.")
+
+
+@commands.command("incident resolve <root_cause...>", summary="resolve with the root cause; posts the report link",
+                  role=Role.responder, mutating=True)
+async def resolve(ctx: Context, args: dict) -> Reply:
+    ref, cause = service.split_ref(args.get("root_cause"))
+    if not cause:
+        raise UsageError("missing <root_cause>: say what caused it")
+    incident = await _target(ctx, ref, doing="resolve", lock=True)
+    await service.resolve(ctx.session, incident, actor=ctx.actor, root_cause=cause, now=ctx.now)
+    duration = format_duration(ctx.now - incident.detected_at)
+    _entry(ctx, incident, "resolve", f"Resolved after {duration}. Root cause: {cause}", root_cause=cause)
+    link = service.page_link(ctx.settings, incident.id, ctx.now)
+    _announce(ctx, incident, "resolved", link=link)
+    ctx.note(subject=f"incident:{incident.id}", detail=f"resolved after {duration}")
+    return Reply(f"Incident #{incident.id} resolved after {duration}. `/revops incident report #{incident.id}` "
+                 f"shows the post-incident report; add lessons and action items with `incident note lesson: …` "
+                 f"and `incident action …`.")
+
+
+# --- read -------------------------------------------------------------------------------------------------
+
+
+def _clock_text(clock: dict, verb: str) -> str:
+    if clock["done"]:
+        return f"{verb} after {clock['elapsed']} (target {clock['target']}{'' if clock['met'] else ', missed'})"
+    if clock["met"]:
+        return f"{clock['remaining']} left of {clock['target']} (by {clock['due_at']})"
+    return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
+
+
+_JOBS = ScheduledJob.__table__
+_ACTIVE_JOBS = (select(_JOBS.c.kind, _JOBS.c.due_at)
+                .where(_JOBS.c.incident_id == bindparam("incident_id"), _JOBS.c.status == "active")
+                .order_by(_JOBS.c.due_at))  # built once: `incident status` runs it on every look
+
+
+async def _next_posts(ctx: Context, incident: Incident) -> str:
+    jobs = (await ctx.session.rows(_ACTIVE_JOBS, {"incident_id": incident.id})).all()
+    names = {"revenue_update": "revenue update", "engineering_update": "engineering update",
+             "update_reminder": "reminder check", "exec_summary": "executive summary", "escalation": "escalation"}
+    return ", ".join(f"{names.get(j.kind, j.kind)} in {format_duration(max(j.due_at - ctx.now, timedelta()))}"
+                     for j in jobs) or "none"
+
+
+@commands.command("incident status [#ID]", summary="the incident's state, clocks and impact", role=Role.viewer)
+async def status(ctx: Context, args: dict) -> Reply:
+    incident = await _target(ctx, _ref_arg(args))
+    view = _view(ctx, incident)
+    fields = [
+        ("Severity", incident.severity),
+        ("Status", incident.status),
+        ("Commander", f"<@{incident.commander}>" if incident.commander else "nobody yet"),
+        ("Declared", f"{view['declared_at']} by <@{incident.declared_by}>"),
+        ("Acknowledge", _clock_text(view["ack"], "acknowledged")),
+        ("Resolve", _clock_text(view["resolve"], "resolved")),
+    ]
+    if view["impact"]:
+        imp = view["impact"]
+        fields.append(("Impact", f"${imp['hourly']}/hour, ${imp['daily']}/day; ${imp['lost_so_far']} lost so far"))
+    elif view["impact_partial"]:
+        fields.append(("Impact", "incomplete figures: " + ", ".join(f"{k}={v}" for k, v in view["impact_partial"].items())))
+    if incident.status != "resolved":
+        fields.append(("Next automated posts", await _next_posts(ctx, incident)))
+    else:
+        fields.append(("Root cause", incident.root_cause or "—"))
+    last = await service.latest_update(ctx.session, incident.id)
+    lines = [f"Latest update: {last}"] if last else []
+    return Reply(f"Incident #{incident.id} [{incident.severity}] {incident.stage}: {incident.summary} — "
+                 f"{incident.status}, {view['duration']}", lines=lines, fields=fields)
+
+
+@commands.command("incident timeline [#ID]", summary="everything that happened, with who and when", role=Role.viewer)
+async def timeline(ctx: Context, args: dict) -> Reply:
+    incident = await _target(ctx, _ref_arg(args))
+    entries = await service.timeline_of(ctx.session, incident.id)
+    shown = entries[-TIMELINE_LIMIT:]
+    lines = [f"{e['at']}  <@{e['actor']}>  {e['text']}" if e["actor"] != service.BOT
+             else f"{e['at']}  revops  {e['text']}" for e in timeline_view(shown)]
+    footer = None
+    if len(entries) > len(shown):
+        footer = f"Showing the last {len(shown)} of {len(entries)} entries; the incident page has them all."
+    return Reply(f"Timeline of incident #{incident.id} ({incident.severity}, {incident.stage}) — "
+                 f"{len(entries)} entries", lines=lines or ["(nothing recorded)"], footer=footer)
+
+
+async def _report_reply(ctx: Context, incident: Incident) -> Reply:
+    entries = await service.timeline_of(ctx.session, incident.id)
+    link = service.page_link(ctx.settings, incident.id, ctx.now)
+    return render_reply(ctx.settings, "report.md", incident=_view(ctx, incident), timeline=timeline_view(entries),
+                        link=link, now=fmt_time(ctx.now), **service.report_parts(entries))
+
+
+@commands.command("incident report [#ID]", summary="the post-incident report (posted in the channel, with the page link)",
+                  role=Role.viewer)
+async def report(ctx: Context, args: dict) -> Reply:
+    incident = await _target(ctx, _ref_arg(args))
+    if incident.status != "resolved" and args.get("#ID") is None:
+        pass  # a draft report of an open incident is useful too
+    return await _report_reply(ctx, incident)
+
+
+@commands.command("incident link [#ID]", summary="a signed link to the incident page (expires in 7 days)",
+                  role=Role.viewer)
+async def link(ctx: Context, args: dict) -> Reply:
+    incident = await _target(ctx, _ref_arg(args))
+    url = service.page_link(ctx.settings, incident.id, ctx.now)
+    if url is None:
+        return Reply("I cannot make a link: set REVOPS_BASE_URL (the bot's public URL) and SLACK_SIGNING_SECRET.")
+    return Reply(f"Incident #{incident.id} page (timeline and report): <{url}|{url.split('?')[0]}>",
+                 footer="The link expires in 7 days.", private=False)
+
+
+@commands.command("incident list", summary="open incidents and those of the last 30 days", role=Role.viewer)
+async def list_incidents(ctx: Context, args: dict) -> Reply:
+    since = ctx.now - STATS_WINDOW
+    rows = (await ctx.session.execute(
+        select(Incident).where((Incident.status != "resolved") | (Incident.declared_at >= since))
+        .order_by(Incident.id.desc()).limit(30)
+    )).scalars().all()
+    if not rows:
+        return Reply("No open incidents, and none in the last 30 days.")
+    lines = []
+    for i in rows:
+        view = _view(ctx, i)
+        state = f"{i.status}, {view['duration']}" + (f", commander <@{i.commander}>" if i.commander else "")
+        lines.append(f"#{i.id} [{i.severity}] {i.stage}: {i.summary} — {state} (in <#{i.channel}>)")
+    open_count = sum(1 for i in rows if i.status != "resolved")
+    return Reply(f"{open_count} open incident{'s' if open_count != 1 else ''}; latest {len(rows)} shown", lines=lines)
+
+
+@commands.command("incident stats", summary="mean time to acknowledge and to resolve per severity, last 30 days",
+                  role=Role.viewer)
+async def stats(ctx: Context, args: dict) -> Reply:
+    since = ctx.now - STATS_WINDOW
+    rows = (await ctx.session.execute(select(Incident).where(Incident.detected_at >= since))).scalars().all()
+    fields = []
+    for sev in ("P1", "P2", "P3"):
+        mine = [i for i in rows if i.severity == sev]
+        acks = [(i.acknowledged_at - i.detected_at) for i in mine if i.acknowledged_at]
+        fixes = [(i.resolved_at - i.detected_at) for i in mine if i.resolved_at]
+        clocks = ctx.settings.cfg.severity[sev]
+        mtta = format_duration(sum(acks, timedelta()) / len(acks)) if acks else "—"
+        mttr = format_duration(sum(fixes, timedelta()) / len(fixes)) if fixes else "—"
+        fields.append((sev, f"{len(mine)} incident{'s' if len(mine) != 1 else ''}: MTTA {mtta} "
+                            f"(target {format_duration(clocks.ack)}), MTTR {mttr} "
+                            f"(target {format_duration(clocks.resolve)}); {len(mine) - len(fixes)} open"))
+    return Reply(f"Incident stats, last 30 days ({len(rows)} incidents)", fields=fields,
+                 footer="MTTA: detection to acknowledgement; MTTR: detection to resolution.")
+
+
+# --- alert card buttons --------------------------------------------------------------------------------------
+
+
+async def _alert(ctx: Context, value: str) -> Alert:
+    alert_id = as_id(value)
+    if alert_id is None:
+        raise UsageError("this alert button has no alert id")
+    alert = (await ctx.session.execute(
+        select(Alert).where(Alert.id == alert_id).with_for_update())).scalar_one_or_none()
+    if alert is None:
+        raise NotFound(f"Alert {value[:12]} no longer exists.")
+    return alert
+
+
+def _alert_card(ctx: Context, alert: Alert, state: str, incident: Incident | None = None) -> Reply:
+    from bot.incidents.alerts import card_context
+
+    reply = render_reply(ctx.settings, "alert_card.md", **card_context(ctx.settings, alert, state, ctx.actor,
+                                                                      incident, ctx.now))
+    reply.replace = True
+    return reply
+
+
+@commands.action("alert_ack", role=Role.responder)
+async def alert_ack(ctx: Context, value: str) -> Reply:
+    alert = await _alert(ctx, value)
+    if alert.status != "open":
+        who = f" by <@{alert.acknowledged_by}>" if alert.acknowledged_by else ""
+        raise Conflict(f"This alert was already {alert.status}{who}.")
+    alert.status = "acknowledged"
+    alert.acknowledged_by = ctx.actor
+    alert.acknowledged_at = ctx.now
+    ctx.note(subject=f"alert:{alert.id}", detail="acknowledged")
+    from bot.incidents.alerts import card_buttons
+
+    reply = _alert_card(ctx, alert, "acknowledged")
+    reply.buttons = card_buttons(alert, declare_only=True)
+    return reply
+
+
+@commands.action("alert_declare", role=Role.responder)
+async def alert_declare(ctx: Context, value: str) -> Reply:
+    alert = await _alert(ctx, value)
+    if alert.incident_id is not None:
+        raise Conflict(f"Incident #{alert.incident_id} was already declared from this alert.")
+    channel = ctx.settings.cfg.slack.incident_channel or ctx.channel or ctx.settings.cfg.slack.alerts_channel
+    if not channel:
+        raise UsageError("set [slack] incident_channel so alert incidents have a channel")
+    figures = {"baseline": alert.baseline_mean, "current": alert.current, "traffic": alert.traffic_per_hour,
+               "aov": alert.aov}
+    figures = {k: v for k, v in figures.items() if v is not None}
+    if not (0 <= alert.baseline_mean <= 1 and 0 <= alert.current <= 1):
+        figures = {}  # not a rate: the revenue formula does not apply
+    summary = f"{alert.metric} {alert.current:g} vs baseline {alert.baseline_mean:g} ({alert.sigma:.1f}σ)"
+    incident = await service.declare(ctx.session, ctx.settings, channel=channel, actor=ctx.actor,
+                                     severity=alert.severity, stage=alert.stage, summary=summary, figures=figures,
+                                     now=ctx.now, detected_at=alert.received_at, alert_id=alert.id)
+    incident.escalation_level = alert.escalation_level
+    _entry(ctx, incident, "declare", f"Declared {alert.severity} from alert {alert.id} (received "
+           f"{alert.received_at:%H:%M:%S} UTC, {alert.sigma:.1f}σ): {summary}", alert_id=alert.id, impact=figures)
+    if alert.acknowledged_at is not None:
+        incident.acknowledged_at = alert.acknowledged_at
+        incident.commander = alert.acknowledged_by
+        incident.status = "acknowledged"
+        _entry(ctx, incident, "ack", f"Acknowledged on the alert by <@{alert.acknowledged_by}>; incident commander")
+    await service.schedule_escalation(ctx.session, ctx.settings, incident)
+    alert.status = "declared"
+    alert.incident_id = incident.id
+    link = service.page_link(ctx.settings, incident.id, ctx.now)
+    ctx.post(channel, render_reply(ctx.settings, f"initial_{incident.severity.lower()}.md",
+                                   incident=_view(ctx, incident), link=link, now=fmt_time(ctx.now)),
+             ref=f"incident:{incident.id}:initial")
+    ctx.note(subject=f"incident:{incident.id}", detail=f"declared from alert {alert.id}")
+    return _alert_card(ctx, alert, "declared", incident)

@@ -1,0 +1,32 @@
+"""`preflight`: the go-live checklist (SPEC §4) — required settings, Stripe key mode
+against REVOPS_ENV, webhook secret, database kind, migrations, dry-run and panic,
+roles, templates, Slack scopes. Pass / warn / fail with a fix each; secrets are
+only "set" or "missing". The same checks back `revops preflight` (CLI)."""
+
+from __future__ import annotations
+
+from bot.context import Context
+from bot.health.preflight import mrkdwn_line, run_preflight, summary
+from bot.health.selfcheck import secrets_presence
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
+
+commands = CommandSet("preflight")
+
+
+@commands.command("preflight", summary="go-live checklist: settings, key mode, webhook secret, database, "
+                  "migrations, flags, roles, templates, Slack scopes — pass / warn / fail with a fix each",
+                  role=Role.responder, slow=True)
+async def preflight(ctx: Context, args: dict) -> Reply:
+    settings = ctx.settings
+    checks = await run_preflight(settings, ctx.session, slack_auth_test=ctx.services.extras.get("slack_auth_test"))
+    passed, warned, failed = summary(checks)
+    icon = ":x:" if failed else (":warning:" if warned else ":white_check_mark:")
+    verdict = "not ready to go live" if failed else "ready to go live"
+    return Reply(
+        f"{icon} Preflight ({settings.env.revops_env}): {verdict} — {passed} pass, {warned} warn, {failed} fail",
+        lines=[mrkdwn_line(c) for c in checks],
+        fields=[(name, state) for name, state in secrets_presence(settings)],
+        footer="`revops preflight` runs the same checks from a deploy pipeline (exit 1 on any fail).",
+    )

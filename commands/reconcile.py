@@ -1,0 +1,48 @@
+"""`reconcile [--days N]`: Stripe against the bot — active subscriptions, missed events,
+per-day event counts, freshness — with a **Replay N missed events** button for an approver.
+
+The daily reconcile for the incident channel is `bot.billing.reconcile.daily_reconcile`
+(the scheduler of the Incidents issue posts it)."""
+
+from datetime import datetime, timezone
+
+from bot.billing import reconcile as billing_reconcile
+from bot.context import Context
+from bot.errors import UsageError
+from bot.registry import CommandSet
+from bot.reply import Reply
+from bot.roles import Role
+
+from ._billing import stripe_of
+
+commands = CommandSet("reconcile")
+
+MAX_DAYS = 30  # Stripe keeps events for 30 days
+SHOW = 15
+
+
+@commands.command("reconcile [--days N]", summary="Stripe vs the bot: active subscriptions, missed events, "
+                  "per-day counts, freshness", role=Role.responder, slow=True, examples=["reconcile --days 3"])
+async def reconcile(ctx: Context, args: dict) -> Reply:
+    days = args.get("days", 7)
+    if not 1 <= days <= MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {MAX_DAYS} (Stripe keeps events for 30 days)")
+    report = await billing_reconcile.reconcile(ctx.session, stripe_of(ctx), now=ctx.now, days=days)
+    return billing_reconcile.render(report)
+
+
+@commands.action("replay_missed", role=Role.approver, slow=True)
+async def replay_missed(ctx: Context, value: str) -> Reply:
+    try:
+        since_s, until_s = (int(part) for part in value.split(":", 1))
+    except ValueError:
+        raise UsageError("this button is malformed; run `/revops reconcile` again") from None
+    since = datetime.fromtimestamp(since_s, tz=timezone.utc)
+    until = datetime.fromtimestamp(until_s, tz=timezone.utc)
+    summary = await billing_reconcile.replay_missed(ctx.session, stripe_of(ctx), since=since, until=until,
+                                                    now=ctx.now)
+    ctx.note(subject="stripe-events", detail=summary.sentence())
+    lines = [f"{r.event_id}: {r.status} — {r.detail}" for r in summary.results[:SHOW]]
+    if len(summary.results) > SHOW:
+        lines.append(f"… and {len(summary.results) - SHOW} more")
+    return Reply(summary.sentence(), lines=lines, replace=True, private=False)

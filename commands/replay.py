@@ -1,0 +1,139 @@
+"""`replay <evt_…>` and `replay failed [--since 24h]`: apply Stripe events again, idempotently.
+
+A single replay re-fetches the event from Stripe (the stored copy when Stripe no longer has it,
+or cannot be reached) and says what changed, or "already applied". A bulk replay of failed
+events uses the stored copies, after an approver's confirm click.
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from bot.billing.models import StripeEvent
+from bot.billing.webhooks import Result, reapply
+from bot.context import Context
+from bot.durations import format_duration
+from bot.errors import NotFound, UpstreamError, UsageError
+from bot.registry import CommandSet
+from bot.reply import Button, Reply
+from bot.roles import Role
+
+from ._billing import stripe_of
+
+commands = CommandSet("replay")
+
+MAX_BULK = 500
+SHOW = 15
+
+
+def _result_line(result: Result, kind: str | None = None) -> str:
+    icon = {"processed": ":white_check_mark:", "ignored": ":heavy_minus_sign:", "failed": ":x:"}.get(result.status, "")
+    return f"{icon} {result.event_id}{f' ({kind})' if kind else ''}: {result.status} — {result.detail}"
+
+
+@commands.command("replay <event>", summary="fetch a Stripe event again (or use the stored copy) and apply it; idempotent",
+                  role=Role.responder, mutating=True, slow=True, examples=["replay evt_1QabcXYZ"])
+async def replay_event(ctx: Context, args: dict) -> Reply:
+    event_id = args["event"].strip()
+    if not event_id.startswith("evt_"):
+        raise UsageError(f"expected an evt_… id, got `{event_id[:40]}`")
+    stripe = stripe_of(ctx)
+    note = None
+    try:
+        event = await stripe.retrieve("event", event_id)
+    except UpstreamError as exc:
+        event, note = None, f"{exc}"
+    stored = await ctx.session.get(StripeEvent, event_id)
+    if event is None:
+        if stored is None:
+            if note:
+                raise UpstreamError(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored "
+                                    f"copy of `{event_id}`; nothing was changed")
+            raise NotFound(f"No event `{event_id}`: Stripe does not know it and the bot never received it.")
+        event = stored.payload
+        note = (f"{note.removesuffix('; nothing was changed')}: replayed the bot's stored copy" if note
+                else "Stripe no longer has this event: replayed the bot's stored copy")
+    previous = stored.status if stored else None
+    result = await reapply(ctx.session, event, source="replay", now=ctx.now)
+    ctx.note(subject=event_id, detail=f"{result.status}: {result.detail}"[:400])
+    kind = event.get("type")
+    if result.status == "failed":
+        text = f":x: Replaying `{event_id}` ({kind}) failed: {result.detail}"
+    elif result.changed:
+        text = f":white_check_mark: Replayed `{event_id}` ({kind}): {result.detail}"
+    else:
+        text = f"`{event_id}` ({kind}) was already applied; nothing changed ({result.detail})."
+    lines = []
+    if previous is None:
+        lines.append("The bot had never received this event; it is stored now.")
+    elif previous != result.status:
+        lines.append(f"Status: {previous} → {result.status}")
+    if note:
+        lines.append(note)
+    return Reply(text, lines=lines)
+
+
+async def _failed_since(ctx: Context, since: timedelta, customer_id: str | None = None):
+    query = select(StripeEvent).where(StripeEvent.status == "failed", StripeEvent.received_at >= ctx.now - since)
+    if customer_id:
+        query = query.where(StripeEvent.customer_id == customer_id)
+    rows = await ctx.session.execute(query.order_by(StripeEvent.created, StripeEvent.id).limit(MAX_BULK))
+    return list(rows.scalars())
+
+
+async def _count_failed(ctx: Context, since: timedelta) -> int:
+    return (await ctx.session.execute(select(func.count()).select_from(StripeEvent).where(
+        StripeEvent.status == "failed", StripeEvent.received_at >= ctx.now - since))).scalar_one()
+
+
+@commands.command("replay failed [--since DURATION]", summary="replay every stored failed event in the window, after a confirm",
+                  role=Role.approver, examples=["replay failed --since 6h"])
+async def replay_failed(ctx: Context, args: dict) -> Reply:
+    since: timedelta = args.get("since", timedelta(hours=24))
+    count = await _count_failed(ctx, since)
+    window = format_duration(since)
+    if not count:
+        return Reply(f"No failed Stripe events received in the last {window}.")
+    seconds = int(since.total_seconds())
+    return Reply(
+        f"{count} failed Stripe event{'s' if count != 1 else ''} received in the last {window}. Replay them?",
+        buttons=[
+            Button(f"Replay {count} failed events", "replay.failed_confirm", str(seconds), style="danger",
+                   confirm=f"Apply {count} failed Stripe events again?"),
+            Button("Cancel", "replay.failed_cancel", "cancel"),
+        ],
+    )
+
+
+async def _replay_rows(ctx: Context, rows: list[StripeEvent], what: str) -> Reply:
+    results = [await reapply(ctx.session, row.payload, source="replay", now=ctx.now) for row in rows]
+    fixed = sum(1 for r in results if r.status != "failed")
+    ctx.note(subject="stripe-events", detail=f"replayed {len(results)} {what}: {fixed} no longer failing")
+    if not results:
+        return Reply(f"No {what} to replay.", replace=True)
+    lines = [_result_line(r, row.type) for r, row in zip(results, rows)][:SHOW]
+    if len(results) > SHOW:
+        lines.append(f"… and {len(results) - SHOW} more")
+    return Reply(f"Replayed {len(results)} {what}: {fixed} now applied, {len(results) - fixed} still failing.",
+                 lines=lines, replace=True, private=False)
+
+
+@commands.action("failed_confirm", role=Role.approver)
+async def confirm_replay_failed(ctx: Context, value: str) -> Reply:
+    try:
+        since = timedelta(seconds=int(value))
+    except ValueError:
+        raise UsageError("this button is malformed; run `/revops replay failed` again") from None
+    return await _replay_rows(ctx, await _failed_since(ctx, since), "failed events")
+
+
+@commands.action("failed_cancel", role=Role.approver, mutating=False)
+async def cancel_replay_failed(ctx: Context, value: str) -> Reply:
+    return Reply("Nothing replayed.", replace=True)
+
+
+@commands.action("failed_for", role=Role.approver)
+async def replay_failed_for_customer(ctx: Context, value: str) -> Reply:
+    """The customer view's **Replay failed events** button: that customer's failed events (30 days)."""
+    rows = await _failed_since(ctx, timedelta(days=30), customer_id=value)
+    return await _replay_rows(ctx, rows, f"failed events of {value}")

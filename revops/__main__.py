@@ -1,3 +1,0 @@
-from revops.bot.cli import main
-
-raise SystemExit(main())
