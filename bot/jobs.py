@@ -14,7 +14,7 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     # Pending grant requests past approval_ttl: every worker may sweep (the expiry is a conditional update).
     from datetime import timedelta
 
-    from .grants.service import expire_due
+    from .grants.jobs import expire_due
 
     jobs.append(PeriodicJob("grant_expiry", timedelta(seconds=15), expire_due))
     if settings.cfg.services:

@@ -4,10 +4,16 @@ The request is validated (account, amount, reason, daily cap) before anything is
 posted; Approve / Reject / Cancel buttons come back here; the router checks the
 clicker's role, applies dry-run (these handlers keep money from moving themselves)
 and writes the audit record in the same transaction as the decision.
+
+`bot.grants.service` decides and returns what happened; this module says it: the answer,
+the approval message and its outcome in the channel (`bot.grants.views`), the requester's
+DM, and the audit record's subject and detail.
 """
 
 from bot.context import Context
 from bot.grants import service
+from bot.grants.service import Decision
+from bot.grants.views import amount_text, hhmm, outcome_message, request_message
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -15,53 +21,136 @@ from bot.roles import Role
 commands = CommandSet("grants")
 
 
+async def _request(ctx: Context, kind: str, args: dict) -> Reply:
+    done = await service.request_change(
+        ctx.session, ctx.settings.cfg.credits, kind=kind, account_ref=args["account"], amount=args["amount"],
+        reason=args["reason"], actor=ctx.actor, channel=ctx.channel, now=ctx.now, dry_run=ctx.dry_run)
+    req, account = done.request, done.account
+    ctx.post(req.channel, request_message(req, account, done.balance), ref=req.ref)
+    ctx.note(subject=account.id, detail=f"requested {amount_text(req)}: {req.reason}", request=req.id,
+             account=account.id, amount=req.amount, reason=req.reason, requester=ctx.actor)
+    return Reply(f"Request #{req.id} posted for approval: {amount_text(req)} to `{account.id}`. "
+                 f"It expires at {hhmm(req.expires_at)}.")
+
+
+def _refusal_text(decision: Decision) -> str:
+    req = decision.request
+    if decision.outcome == "own_request":
+        return f"You asked for request #{req.id}; four eyes: a different approver must approve it."
+    if decision.outcome == "not_requester":
+        return f"Only <@{req.requester}>, who asked, can cancel request #{req.id}."
+    if req.status == "expired":
+        return f"Request #{req.id} expired at {hhmm(req.expires_at)}; nothing was granted."
+    return (f"Request #{req.id} was already {req.status} by <@{req.decided_by}> at "
+            f"{req.decided_at:%Y-%m-%d %H:%M:%S} UTC; nothing more was done.")
+
+
+def _refused(ctx: Context, decision: Decision) -> Reply:
+    """Nothing changed (beyond marking an overdue request expired); the audit record says why."""
+    req = decision.request
+    if decision.expired_now:
+        ctx.update(req.ref, outcome_message(req))
+    text = _refusal_text(decision)
+    ctx.outcome = "refused"
+    ctx.note(subject=req.account_id, detail=text, request=req.id, account=req.account_id, amount=req.amount,
+             reason=req.reason, requester=req.requester)
+    return Reply(text)
+
+
+async def _approve(ctx: Context, request_id: int) -> Reply:
+    decision = await service.approve(ctx.session, request_id, actor=ctx.actor, now=ctx.now, dry_run=ctx.dry_run)
+    if decision.refused:
+        return _refused(ctx, decision)
+    req, simulated = decision.request, decision.simulated
+    ctx.update(req.ref, outcome_message(req))
+    ctx.post(req.requester, Reply(
+        f"Your {req.what} request #{req.id} ({amount_text(req)} to `{req.account_id}`) was approved by <@{ctx.actor}>."
+        + ("" if simulated else f" New balance: {req.balance_after} credits."),
+        tag="dry run" if simulated else None))
+    ctx.note(subject=req.account_id,
+             detail=f"approved {amount_text(req)} for {req.account_id} requested by {req.requester}: {req.reason}",
+             request=req.id, account=req.account_id, amount=req.amount, reason=req.reason,
+             requester=req.requester, approver=ctx.actor, balance_after=req.balance_after)
+    reply = Reply(f"Approved request #{req.id}: {amount_text(req)} to `{req.account_id}`."
+                  + (" Nothing moved (dry run)." if simulated else f" New balance: {req.balance_after} credits."))
+    if simulated:
+        reply.tag = "dry run"
+    return reply
+
+
+async def _reject(ctx: Context, request_id: int, note: str | None = None) -> Reply:
+    decision = await service.reject(ctx.session, request_id, actor=ctx.actor, now=ctx.now, note=note)
+    if decision.refused:
+        return _refused(ctx, decision)
+    req = decision.request
+    ctx.update(req.ref, outcome_message(req))
+    ctx.post(req.requester, Reply(f"Your {req.what} request #{req.id} was rejected by <@{ctx.actor}>."
+                                  + (f" Reason: {note}" if note else "")))
+    ctx.note(subject=req.account_id, detail=f"rejected request #{req.id}" + (f": {note}" if note else ""),
+             request=req.id, account=req.account_id, amount=req.amount, reason=req.reason,
+             requester=req.requester, rejected_by=ctx.actor)
+    return Reply(f"Rejected request #{req.id}.")
+
+
+async def _cancel(ctx: Context, request_id: int) -> Reply:
+    decision = await service.cancel(ctx.session, request_id, actor=ctx.actor, now=ctx.now)
+    if decision.refused:
+        return _refused(ctx, decision)
+    req = decision.request
+    ctx.update(req.ref, outcome_message(req))
+    ctx.note(subject=req.account_id, detail=f"cancelled request #{req.id}", request=req.id,
+             account=req.account_id, amount=req.amount, requester=req.requester)
+    return Reply(f"Cancelled request #{req.id}.")
+
+
 @commands.command("grant <account> <amount:int> <reason...>", role=Role.responder, mutating=True, dry_run="handler",
                   summary="ask for credits for an account; a different approver must click Approve")
 async def grant_request(ctx: Context, args: dict) -> Reply:
-    return await service.request_change(ctx, kind="grant", account_ref=args["account"], amount=args["amount"],
-                                        reason=args["reason"])
+    return await _request(ctx, "grant", args)
 
 
 @commands.command("credits adjust <account> <amount:signed> <reason...>", role=Role.responder, mutating=True,
                   dry_run="handler", summary="a correction (+/-), through the same approval as a grant; never below zero")
 async def adjust_request(ctx: Context, args: dict) -> Reply:
-    return await service.request_change(ctx, kind="adjustment", account_ref=args["account"], amount=args["amount"],
-                                        reason=args["reason"])
+    return await _request(ctx, "adjustment", args)
 
 
 @commands.command("grant approve <request>", role=Role.approver, mutating=True, dry_run="handler",
                   summary="approve a pending request (same as its Approve button)")
 async def approve_command(ctx: Context, args: dict) -> Reply:
-    return await service.approve(ctx, service.parse_request_id(args["request"]))
+    return await _approve(ctx, service.parse_request_id(args["request"]))
 
 
 @commands.command("grant reject <request> [reason...]", role=Role.approver, mutating=True,
                   summary="reject a pending request, with an optional reason")
 async def reject_command(ctx: Context, args: dict) -> Reply:
-    return await service.reject(ctx, service.parse_request_id(args["request"]), args.get("reason"))
+    return await _reject(ctx, service.parse_request_id(args["request"]), args.get("reason"))
 
 
 @commands.command("grant cancel <request>", role=Role.responder, mutating=True,
                   summary="cancel your own pending request")
 async def cancel_command(ctx: Context, args: dict) -> Reply:
-    return await service.cancel(ctx, service.parse_request_id(args["request"]))
+    return await _cancel(ctx, service.parse_request_id(args["request"]))
 
 
 @commands.command("grant pending", role=Role.viewer, summary="pending credit requests")
 async def pending_command(ctx: Context, args: dict) -> Reply:
-    return await service.pending(ctx)
+    rows = await service.pending_requests(ctx.session, ctx.now)
+    lines = [f"#{r.id} {amount_text(r)} to `{r.account_id}` by <@{r.requester}> — {r.reason} "
+             f"(expires {hhmm(r.expires_at)})" for r in rows] or ["No pending requests."]
+    return Reply("Pending credit requests", lines=lines)
 
 
 @commands.action("approve", role=Role.approver, dry_run="handler")
 async def approve_click(ctx: Context, value: str) -> Reply:
-    return await service.approve(ctx, service.parse_request_id(value))
+    return await _approve(ctx, service.parse_request_id(value))
 
 
 @commands.action("reject", role=Role.approver)
 async def reject_click(ctx: Context, value: str) -> Reply:
-    return await service.reject(ctx, service.parse_request_id(value))
+    return await _reject(ctx, service.parse_request_id(value))
 
 
 @commands.action("cancel", role=Role.responder)
 async def cancel_click(ctx: Context, value: str) -> Reply:
-    return await service.cancel(ctx, service.parse_request_id(value))
+    return await _cancel(ctx, service.parse_request_id(value))

@@ -14,7 +14,7 @@ from bot.billing import ledger
 from bot.billing.models import LedgerEntry
 from bot.clock import FakeClock
 from bot.grants.models import GrantRequest
-from bot.grants.service import expire_due
+from bot.grants.jobs import expire_due
 from bot.models import AuditRecord
 from bot.services import Services
 from tests.support.harness import (ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, VIEWER, Bot, flatten,
