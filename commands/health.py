@@ -26,6 +26,7 @@ from bot.health.selfcheck import (
     stripe_check,
     webhook_check,
 )
+from bot.health.views import announce_down
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -65,7 +66,8 @@ async def health(ctx: Context, args: dict) -> Reply:
         results, stripe, slack = await probe_services(targets), None, None
     elapsed = time.perf_counter() - started
 
-    await record_probes(ctx.session, results, at=ctx.now, settings=settings)
+    went_down = await record_probes(ctx.session, results, at=ctx.now)
+    await announce_down(ctx.session, went_down, at=ctx.now, settings=settings)
     p95s = await recent_p95(ctx.session, results, at=ctx.now)
     bot_checks: list[Check] = []
     if whole:

@@ -7,6 +7,7 @@ Handlers hand their timeline entries to the router's recorder in `ctx.timeline`.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from sqlalchemy import bindparam, select
@@ -18,7 +19,7 @@ from bot.grammar import as_id
 from bot.incidents import service
 from bot.incidents.impact import Impact, parse_figures
 from bot.incidents.models import Alert, Incident, ScheduledJob
-from bot.incidents.views import fmt_time, incident_view, timeline_view
+from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -61,6 +62,25 @@ async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lo
                            f"{last.resolved_at:%Y-%m-%d %H:%M} UTC by <@{last.resolved_by}>, so there is nothing "
                            f"to {doing}. Declare a new one with `/revops incident declare …`.") from None
         raise
+
+
+def _in_words(handler):
+    """The lifecycle's refusals (`service.AlreadyResolved`, `AlreadyAcknowledged`) said with who and when."""
+
+    @functools.wraps(handler)
+    async def run(ctx: Context, args: dict) -> Reply:
+        try:
+            return await handler(ctx, args)
+        except service.AlreadyResolved as exc:
+            i = exc.incident
+            raise Conflict(f"Incident #{i.id} was already resolved at {i.resolved_at:%Y-%m-%d %H:%M} UTC "
+                           f"by <@{i.resolved_by}>; it cannot be {exc.what}.") from None
+        except service.AlreadyAcknowledged as exc:
+            i = exc.incident
+            raise Conflict(f"Incident #{i.id} was already acknowledged by <@{i.commander}> at "
+                           f"{i.acknowledged_at:%H:%M} UTC; they are the incident commander.") from None
+
+    return run
 
 
 def _ref_arg(args: dict) -> int | None:
@@ -118,6 +138,7 @@ async def declare(ctx: Context, args: dict) -> Reply:
 
 @commands.command("incident ack [#ID]", summary="acknowledge: you become the incident commander; stops escalation",
                   role=Role.responder, mutating=True)
+@_in_words
 async def ack(ctx: Context, args: dict) -> Reply:
     incident = await _target(ctx, _ref_arg(args), doing="acknowledge", lock=True)
     await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
@@ -131,6 +152,7 @@ async def ack(ctx: Context, args: dict) -> Reply:
 @commands.command(f"incident update <text...> {FIGURES}",
                   summary="post a status update (`#ID` first to address another incident; impact figures optional)",
                   role=Role.responder, mutating=True)
+@_in_words
 async def update(ctx: Context, args: dict) -> Reply:
     ref, text = service.split_ref(args.get("text"))
     figures = parse_figures(args)
@@ -177,6 +199,7 @@ async def action(ctx: Context, args: dict) -> Reply:
 
 @commands.command("incident severity <severity> [#ID]", summary="change the severity (P1, P2 or P3) and its clocks",
                   role=Role.responder, mutating=True)
+@_in_words
 async def severity(ctx: Context, args: dict) -> Reply:
     raw, ref_raw = args["severity"], args.get("#ID")
     if raw.startswith("#") and ref_raw:
@@ -197,6 +220,7 @@ async def severity(ctx: Context, args: dict) -> Reply:
 
 @commands.command("incident mitigated [text...]", summary="mark the impact as mitigated (the fix may still be pending)",
                   role=Role.responder, mutating=True)
+@_in_words
 async def mitigated(ctx: Context, args: dict) -> Reply:
     ref, text = service.split_ref(args.get("text"))
     incident = await _target(ctx, ref, doing="mitigate", lock=True)
@@ -217,6 +241,7 @@ async def mitigated(ctx: Context, args: dict) -> Reply:
 
 @commands.command("incident resolve <root_cause...>", summary="resolve with the root cause; posts the report link",
                   role=Role.responder, mutating=True)
+@_in_words
 async def resolve(ctx: Context, args: dict) -> Reply:
     ref, cause = service.split_ref(args.get("root_cause"))
     if not cause:
@@ -379,10 +404,7 @@ async def _alert(ctx: Context, value: str) -> Alert:
 
 
 def _alert_card(ctx: Context, alert: Alert, state: str, incident: Incident | None = None) -> Reply:
-    from bot.incidents.alerts import card_context
-
-    reply = render_reply(ctx.settings, "alert_card.md", **card_context(ctx.settings, alert, state, ctx.actor,
-                                                                      incident, ctx.now))
+    reply = alert_card(ctx.settings, alert, state, actor=ctx.actor, incident=incident, now=ctx.now)
     reply.replace = True
     return reply
 
@@ -397,11 +419,7 @@ async def alert_ack(ctx: Context, value: str) -> Reply:
     alert.acknowledged_by = ctx.actor
     alert.acknowledged_at = ctx.now
     ctx.note(subject=f"alert:{alert.id}", detail="acknowledged")
-    from bot.incidents.alerts import card_buttons
-
-    reply = _alert_card(ctx, alert, "acknowledged")
-    reply.buttons = card_buttons(alert, declare_only=True)
-    return reply
+    return _alert_card(ctx, alert, "acknowledged")
 
 
 @commands.action("alert_declare", role=Role.responder)

@@ -6,13 +6,22 @@ only "set" or "missing". The same checks back `revops preflight` (CLI)."""
 from __future__ import annotations
 
 from bot.context import Context
-from bot.health.preflight import mrkdwn_line, run_preflight, summary
-from bot.health.selfcheck import secrets_presence
+from bot.health.preflight import run_preflight, summary
+from bot.health.selfcheck import Check, secrets_presence
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
 
 commands = CommandSet("preflight")
+
+ICONS = {"pass": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
+
+
+def mrkdwn_line(check: Check) -> str:
+    line = f"{ICONS[check.status]} *{check.name}* — {check.detail}"
+    if check.fix and check.status != "pass":
+        line += f" · fix: {check.fix}"
+    return line
 
 
 @commands.command("preflight", summary="go-live checklist: settings, key mode, webhook secret, database, "

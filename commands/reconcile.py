@@ -1,12 +1,13 @@
 """`reconcile [--days N]`: Stripe against the bot — active subscriptions, missed events,
 per-day event counts, freshness — with a **Replay N missed events** button for an approver.
 
-The daily reconcile for the incident channel is `bot.billing.reconcile.daily_reconcile`
-(the scheduler of the Incidents issue posts it)."""
+`bot.billing.reconcile` computes; `bot.billing.views` renders the report (here and in the
+scheduler's daily post to the incident channel, `views.daily_reconcile`)."""
 
 from datetime import datetime, timezone
 
 from bot.billing import reconcile as billing_reconcile
+from bot.billing.views import reconcile_reply
 from bot.context import Context
 from bot.errors import UsageError
 from bot.registry import CommandSet
@@ -28,7 +29,14 @@ async def reconcile(ctx: Context, args: dict) -> Reply:
     if not 1 <= days <= MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS} (Stripe keeps events for 30 days)")
     report = await billing_reconcile.reconcile(ctx.session, stripe_of(ctx), now=ctx.now, days=days)
-    return billing_reconcile.render(report)
+    return reconcile_reply(report)
+
+
+def _replay_sentence(summary: billing_reconcile.ReplaySummary) -> str:
+    if not summary.results:
+        return "No missed events any more: nothing to replay."
+    parts = [f"{n} {status}" for status, n in sorted(summary.counts().items())]
+    return f"Replayed {len(summary.results)} missed events: " + ", ".join(parts) + "."
 
 
 @commands.action("replay_missed", role=Role.approver, slow=True)
@@ -41,8 +49,9 @@ async def replay_missed(ctx: Context, value: str) -> Reply:
     until = datetime.fromtimestamp(until_s, tz=timezone.utc)
     summary = await billing_reconcile.replay_missed(ctx.session, stripe_of(ctx), since=since, until=until,
                                                     now=ctx.now)
-    ctx.note(subject="stripe-events", detail=summary.sentence())
+    sentence = _replay_sentence(summary)
+    ctx.note(subject="stripe-events", detail=sentence)
     lines = [f"{r.event_id}: {r.status} — {r.detail}" for r in summary.results[:SHOW]]
     if len(summary.results) > SHOW:
         lines.append(f"… and {len(summary.results) - SHOW} more")
-    return Reply(summary.sentence(), lines=lines, replace=True, private=False)
+    return Reply(sentence, lines=lines, replace=True, private=False)

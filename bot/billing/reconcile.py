@@ -1,9 +1,9 @@
 """Stripe against the local mirror: active subscriptions on both sides, events Stripe has that
 the bot never stored ("missed", auto-paginated), per-day event counts, and data freshness.
 
-`daily_reconcile(services) -> Reply` is the hook for the scheduler (Incidents issue): it
-reconciles the last day and returns the reply to post to the incident channel (with
-`outbox.post_automated`, which holds it in panic mode).
+Returns data (`ReconcileReport`, `ReplaySummary`); `views.py` renders it for the `reconcile`
+command and for the scheduler's daily post (`views.daily_reconcile(services) -> Reply`, posted
+to the incident channel with `outbox.post_automated`, which holds it in panic mode).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.reply import Button, Reply
-
 from .models import StripeEvent, StripeSubscription
 from .stripe_client import StripeClient
 from .webhooks import Result, store_and_apply
 
 STALE_AFTER = timedelta(hours=24)
-SHOW_IDS = 10
 
 # Among events of the same second, apply parents before children.
 _TYPE_ORDER = ("customer.created", "customer.updated", "customer.subscription", "invoice", "checkout", "charge",
@@ -116,69 +113,12 @@ async def reconcile(session: AsyncSession, stripe: StripeClient, *, now: datetim
     return await compare(session, side, now=now, days=days)
 
 
-def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172800:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
-
-
-def _ids(ids: list[str]) -> str:
-    shown = ", ".join(ids[:SHOW_IDS])
-    return shown + (f" and {len(ids) - SHOW_IDS} more" if len(ids) > SHOW_IDS else "")
-
-
-def render(report: ReconcileReport) -> Reply:
-    head = (f":white_check_mark: Stripe and the bot agree (last {report.days} d)." if report.in_step
-            else f":warning: Stripe and the bot differ (last {report.days} d).")
-    lines = [f"*Active subscriptions*: Stripe {len(report.stripe_active)}, mirror {len(report.local_active)}"]
-    if report.only_stripe:
-        lines.append(f"  active in Stripe, not in the mirror: {_ids(report.only_stripe)}")
-    if report.only_local:
-        lines.append(f"  active in the mirror, not in Stripe: {_ids(report.only_local)}")
-    if report.missed:
-        lines.append(f"*Missed events*: {len(report.missed)} that Stripe has and the bot never stored: "
-                     + _ids([f"{e['id']} ({e.get('type')})" for e in report.missed]))
-    else:
-        lines.append("*Missed events*: none")
-    lines.append("*Events per day* (Stripe / bot):")
-    for day in sorted(set(report.stripe_per_day) | set(report.local_per_day)):
-        s, b = report.stripe_per_day.get(day, 0), report.local_per_day.get(day, 0)
-        lines.append(f"  {day}: {s} / {b}" + ("" if s == b else "  ← differs"))
-    if not report.stripe_per_day and not report.local_per_day:
-        lines.append("  no events in the window")
-    if report.newest_received is None:
-        lines.append("*Freshness*: :warning: stale — the bot has never received a Stripe event")
-    else:
-        age = report.now - report.newest_received
-        state = ":warning: stale (no event for over 24 h)" if report.stale else "fresh"
-        lines.append(f"*Freshness*: newest event received {_ago(age)} ago — {state}")
-    lines += report.notes
-    buttons = []
-    if report.missed:
-        value = f"{int(report.since.timestamp())}:{int(report.until.timestamp())}"
-        buttons.append(Button(f"Replay {len(report.missed)} missed events", "reconcile.replay_missed", value,
-                              style="primary", confirm=f"Fetch and apply {len(report.missed)} missed Stripe events?"))
-    return Reply(head, lines=lines, buttons=buttons)
-
-
 @dataclass
 class ReplaySummary:
     results: list[Result]
 
     def counts(self) -> Counter:
         return Counter(r.status for r in self.results)
-
-    def sentence(self) -> str:
-        if not self.results:
-            return "No missed events any more: nothing to replay."
-        counts = self.counts()
-        parts = [f"{n} {status}" for status, n in sorted(counts.items())]
-        return f"Replayed {len(self.results)} missed events: " + ", ".join(parts) + "."
 
 
 async def replay_missed(session: AsyncSession, stripe: StripeClient, *, since: datetime, until: datetime,
@@ -191,21 +131,10 @@ async def replay_missed(session: AsyncSession, stripe: StripeClient, *, since: d
     return ReplaySummary(results)
 
 
-async def daily_reconcile(services, days: int = 1) -> Reply:
-    """The scheduler's daily reconcile (Incidents issue wires it to the incident channel).
-
-    Stripe is read before the database transaction opens; a Stripe failure becomes a reply that
-    says so rather than an exception."""
-    from bot.errors import UpstreamError
-
+async def daily_report(services, days: int = 1) -> ReconcileReport:
+    """The scheduler's daily reconcile of the last `days`: Stripe is read before the database
+    transaction opens. Raises UpstreamError when Stripe fails (`views.daily_reconcile` says so)."""
     now = services.clock.now()
-    try:
-        side = await fetch_stripe_side(services.stripe, now - timedelta(days=days), now)
-    except UpstreamError as exc:
-        return Reply(f":warning: Daily reconcile could not run: {exc}.", private=False)
+    side = await fetch_stripe_side(services.stripe, now - timedelta(days=days), now)
     async with services.db.transaction() as session:
-        report = await compare(session, side, now=now, days=days)
-    reply = render(report)
-    reply.text = "Daily reconcile — " + reply.text
-    reply.private = False
-    return reply
+        return await compare(session, side, now=now, days=days)

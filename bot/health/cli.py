@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from ..db import Database
 from ..settings import Settings
-from .preflight import plain_line, run_preflight, summary
+from .preflight import run_preflight, summary
 from .selfcheck import Check, secrets_presence
 
 CONNECT_TIMEOUT = 15.0
@@ -30,6 +30,13 @@ async def preflight_checks(settings: Settings) -> list[Check]:
             return await run_preflight(settings, session)
     finally:
         await db.dispose()
+
+
+def plain_line(check: Check) -> str:
+    line = f"{check.status.upper():4}  {check.name:<16} {check.detail}"
+    if check.fix and check.status != "pass":
+        line += f"  (fix: {check.fix})"
+    return line
 
 
 def preflight_main(settings: Settings, write: Callable[[str], None] = print) -> int:

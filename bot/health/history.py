@@ -1,8 +1,8 @@
-"""Probe results kept for the p95, the last status per service, and the one post
-to the incident channel when a production service goes down.
+"""Probe results kept for the p95, the last status per service, and which production
+services have just gone down (the one post about each is `views.announce_down`).
 
 Safe on several workers: the transition to down is a conditional update (only
-the writer that flips the row posts), and the scheduled round is a lease.
+the writer that flips the row sees it go down), and the scheduled round is a lease.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..outbox import post_automated
-from ..reply import Reply
-from ..settings import Settings
 from .models import HealthProbe, HealthRun, HealthStatus
 from .probes import ProbeResult
 
@@ -47,11 +44,9 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
-async def record_probes(session: AsyncSession, results: Iterable[ProbeResult], *, at: datetime,
-                        settings: Settings) -> list[ProbeResult]:
-    """Store the results, update each service's last status, and post once to the
-    incident channel for every production service that has just gone down (held, not
-    sent, in panic mode). Returns the services that went down."""
+async def record_probes(session: AsyncSession, results: Iterable[ProbeResult], *, at: datetime) -> list[ProbeResult]:
+    """Store the results and update each service's last status. Returns the production
+    services that have just gone down (each seen by one writer only)."""
     went_down: list[ProbeResult] = []
     for r in results:
         session.add(HealthProbe(service=r.name, env=r.env, at=at, status=r.status, http_code=r.code,
@@ -59,8 +54,6 @@ async def record_probes(session: AsyncSession, results: Iterable[ProbeResult], *
         if await _transition(session, r, at) and r.status == "down" and r.env == "production":
             went_down.append(r)
     await session.flush()
-    for r in went_down:
-        await post_automated(session, channel=settings.cfg.slack.incident_channel, reply=down_post(r, at), at=at)
     return went_down
 
 
@@ -86,17 +79,6 @@ async def _transition(session: AsyncSession, r: ProbeResult, at: datetime) -> bo
     except IntegrityError:  # another writer recorded this service first
         return False
     return True
-
-
-def down_post(r: ProbeResult, at: datetime) -> Reply:
-    parts = [r.detail]
-    if r.latency_ms is not None:
-        parts.append(f"{r.latency_ms:.0f} ms")
-    return Reply(
-        f":red_circle: *{r.name}* ({r.env}) is down: {' · '.join(parts)}.",
-        footer=f"Health probe at {at:%Y-%m-%d %H:%M:%S} UTC. `/revops health {r.name}` to check again.",
-        private=False,
-    )
 
 
 async def recent_p95(session: AsyncSession, results: Iterable[ProbeResult], *, at: datetime) -> dict[tuple[str, str], P95]:

@@ -10,6 +10,7 @@ import socket
 from ..services import Services
 from .history import claim_round, prune, record_probes
 from .probes import ProbeResult, probe_services
+from .views import announce_down
 
 log = logging.getLogger("revops.health")
 WORKER = f"{socket.gethostname()}-{os.getpid()}"
@@ -30,7 +31,8 @@ async def probe_round(services: Services) -> list[ProbeResult] | None:
     results = await probe_services(checks)  # no transaction open while the network is waited on
     async with services.db.transaction() as session:
         now = services.clock.now()
-        went_down = await record_probes(session, results, at=now, settings=settings)
+        went_down = await record_probes(session, results, at=now)
+        await announce_down(session, went_down, at=now, settings=settings)
         await prune(session, at=now)
     for r in went_down:
         log.warning("health: %s (%s) went down: %s", r.name, r.env, r.detail)

@@ -29,7 +29,6 @@ from .selfcheck import (
 # Secrets the bot cannot go live without; the webhook secret has its own line.
 REQUIRED_SECRETS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "STRIPE_SECRET_KEY", "REVOPS_ADMIN_API_KEY",
                     "REVOPS_ALERTS_TOKEN")
-ICONS = {"pass": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
 
 
 async def run_preflight(settings: Settings, session: AsyncSession | None, *,
@@ -202,17 +201,3 @@ def services_check(settings: Settings) -> Check:
 
 def summary(checks: list[Check]) -> tuple[int, int, int]:
     return tuple(sum(1 for c in checks if c.status == s) for s in ("pass", "warn", "fail"))  # type: ignore[return-value]
-
-
-def mrkdwn_line(check: Check) -> str:
-    line = f"{ICONS[check.status]} *{check.name}* — {check.detail}"
-    if check.fix and check.status != "pass":
-        line += f" · fix: {check.fix}"
-    return line
-
-
-def plain_line(check: Check) -> str:
-    line = f"{check.status.upper():4}  {check.name:<16} {check.detail}"
-    if check.fix and check.status != "pass":
-        line += f"  (fix: {check.fix})"
-    return line

@@ -2,8 +2,8 @@
 
 Deviation in σ = |current − baseline_mean| / baseline_std decides severity:
 > 3σ P1, > 2σ P2, otherwise P3 (recorded, not posted). P1/P2 post a card in
-the alerts channel with **Acknowledge** and **Declare incident**, and start the
-acknowledgement clock and escalation at once.
+the alerts channel with **Acknowledge** and **Declare incident** (`views.announce_alert`,
+called by the route), and start the acknowledgement clock and escalation at once.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..outbox import post_automated
-from ..reply import Button
 from ..services import Services
-from ..settings import Settings
-from ..templating import render_reply
 from . import service
-from .models import Alert, Incident
+from .models import Alert
 from .scheduler import upsert_job
-from .views import dur, fmt_time
 
 
 class AlertBody(BaseModel):
@@ -65,24 +60,6 @@ def severity_for(sigma: float) -> str:
     return "P3"
 
 
-def card_buttons(alert: Alert, declare_only: bool = False) -> list[Button]:
-    buttons = [] if declare_only else [Button("Acknowledge", "incident.alert_ack", str(alert.id), style="primary")]
-    buttons.append(Button("Declare incident", "incident.alert_declare", str(alert.id), style="danger",
-                          confirm=f"Declare a {alert.severity} incident for {alert.stage}?"))
-    return buttons
-
-
-def card_context(settings: Settings, alert: Alert, state: str, actor: str | None, incident: Incident | None,
-                 now: datetime) -> dict:
-    direction = "below" if alert.current < alert.baseline_mean else "above"
-    return {
-        "alert": alert, "state": state, "actor": actor, "now": fmt_time(now),
-        "ack_target": dur(settings.cfg.severity[alert.severity].ack),
-        "deviation": f"{alert.sigma:.1f}σ {direction}",
-        "incident": {"number": f"#{incident.id}", "id": incident.id} if incident else None,
-    }
-
-
 async def receive_alert(services: Services, session: AsyncSession, body: AlertBody) -> Alert:
     now = services.clock.now()
     sigma = deviation(body)
@@ -95,12 +72,7 @@ async def receive_alert(services: Services, session: AsyncSession, body: AlertBo
     await session.flush()
     if severity == "P3":
         return alert
-    settings = services.settings
-    reply = render_reply(settings, "alert_card.md", **card_context(settings, alert, "open", None, None, now))
-    reply.buttons = card_buttons(alert)
-    await post_automated(session, channel=settings.cfg.slack.alerts_channel, reply=reply, at=now,
-                         ref=f"alert:{alert.id}")
-    levels = service.escalation_levels(settings)
+    levels = service.escalation_levels(services.settings)
     if levels:
         await upsert_job(session, key=f"alert:{alert.id}:escalation", kind="escalation",
                          due_at=now + levels[0][1].after, data={"target": "alert", "id": alert.id})

@@ -154,7 +154,7 @@ async def daily_reconcile(run: JobRun):
     services = run.services
     if services.stripe is None or not getattr(services.stripe, "configured", True):
         return None
-    from ..billing.reconcile import daily_reconcile as reconcile_last_day
+    from ..billing.views import daily_reconcile as reconcile_last_day
 
     reply = await reconcile_last_day(services)
     channel = run.settings.cfg.slack.incident_channel

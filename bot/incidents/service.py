@@ -97,10 +97,26 @@ async def find_incident(session: AsyncSession, channel: str | None, ref: int | N
     return incident
 
 
+class AlreadyResolved(Conflict):
+    """The incident is resolved, so it cannot be `what` (the command says by whom and when)."""
+
+    def __init__(self, incident: Incident, what: str):
+        super().__init__(f"Incident #{incident.id} was already resolved; it cannot be {what}.")
+        self.incident = incident
+        self.what = what
+
+
+class AlreadyAcknowledged(Conflict):
+    """The incident has a commander already (the command says who and when)."""
+
+    def __init__(self, incident: Incident):
+        super().__init__(f"Incident #{incident.id} was already acknowledged.")
+        self.incident = incident
+
+
 def require_open(incident: Incident, what: str) -> None:
     if incident.status == "resolved":
-        raise Conflict(f"Incident #{incident.id} was already resolved at {incident.resolved_at:%Y-%m-%d %H:%M} UTC "
-                       f"by <@{incident.resolved_by}>; it cannot be {what}.")
+        raise AlreadyResolved(incident, what)
 
 
 async def declare(session: AsyncSession, settings: Settings, *, channel: str, actor: str, severity: str,
@@ -164,8 +180,7 @@ async def schedule_escalation(session: AsyncSession, settings: Settings, inciden
 async def acknowledge(session: AsyncSession, incident: Incident, *, actor: str, now: datetime) -> None:
     require_open(incident, "acknowledged")
     if incident.acknowledged_at is not None:
-        raise Conflict(f"Incident #{incident.id} was already acknowledged by <@{incident.commander}> at "
-                       f"{incident.acknowledged_at:%H:%M} UTC; they are the incident commander.")
+        raise AlreadyAcknowledged(incident)
     incident.acknowledged_at = now
     incident.commander = actor
     if incident.status == "declared":

@@ -1,4 +1,5 @@
-"""What templates see: an incident, its clocks, impact and timeline as plain values."""
+"""What templates see: an incident, its clocks, impact and timeline as plain values; and the
+alert card (the automated post of `POST /alerts`, replaced in place by its buttons)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from ..durations import format_duration
+from ..outbox import post_automated
+from ..reply import Button, Reply
 from ..settings import Settings
+from ..templating import render_reply
 from .impact import Impact
-from .models import Incident, TimelineEntry
+from .models import Alert, Incident, TimelineEntry
 
 TIME = "%Y-%m-%d %H:%M UTC"
 
@@ -81,6 +87,32 @@ def timeline_view(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
         {"at": fmt_time(e.at), "time": fmt_clock(e.at), "kind": e.kind, "actor": e.actor, "text": e.text}
         for e in entries
     ]
+
+
+def alert_card(settings: Settings, alert: Alert, state: str, *, actor: str | None = None,
+               incident: Incident | None = None, now: datetime) -> Reply:
+    """The alert card in `state` (open | acknowledged | declared), with the buttons that state
+    still offers: Acknowledge and Declare incident while open, Declare incident once acknowledged."""
+    direction = "below" if alert.current < alert.baseline_mean else "above"
+    reply = render_reply(settings, "alert_card.md", alert=alert, state=state, actor=actor, now=fmt_time(now),
+                         ack_target=dur(settings.cfg.severity[alert.severity].ack),
+                         deviation=f"{alert.sigma:.1f}σ {direction}",
+                         incident={"number": f"#{incident.id}", "id": incident.id} if incident else None)
+    if state == "open":
+        reply.buttons.append(Button("Acknowledge", "incident.alert_ack", str(alert.id), style="primary"))
+    if state in ("open", "acknowledged"):
+        reply.buttons.append(Button("Declare incident", "incident.alert_declare", str(alert.id), style="danger",
+                                    confirm=f"Declare a {alert.severity} incident for {alert.stage}?"))
+    return reply
+
+
+async def announce_alert(session: AsyncSession, settings: Settings, alert: Alert) -> None:
+    """Post the card of a P1/P2 alert to the alerts channel (held, not sent, in panic mode)."""
+    if alert.status != "open":
+        return  # P3: recorded, not posted
+    await post_automated(session, channel=settings.cfg.slack.alerts_channel,
+                         reply=alert_card(settings, alert, "open", now=alert.received_at), at=alert.received_at,
+                         ref=f"alert:{alert.id}")
 
 
 def sample_incident(now: datetime) -> Incident:

@@ -15,7 +15,7 @@ from ..web.auth import bearer_ok, require_bearer
 from . import links, service
 from .alerts import AlertBody, receive_alert, validation_problems
 from .models import Incident
-from .views import fmt_time, incident_view, timeline_view
+from .views import announce_alert, fmt_time, incident_view, timeline_view
 
 router = APIRouter()
 
@@ -96,6 +96,7 @@ async def alerts(request: Request):
         return JSONResponse({"error": "invalid alert", "problems": validation_problems(exc)}, status_code=422)
     async with services.db.transaction() as session:
         alert = await receive_alert(services, session, body)
+        await announce_alert(session, services.settings, alert)
         result = {"id": alert.id, "severity": alert.severity, "sigma": round(alert.sigma, 3),
                   "posted": alert.severity != "P3", "status": alert.status}
     if result["posted"]:

@@ -3,7 +3,7 @@
 import asyncio
 
 from bot.billing.models import Account, StripeEvent, StripeSubscription
-from bot.billing.reconcile import daily_reconcile
+from bot.billing.views import daily_reconcile
 from bot.db import Database
 
 from tests.support.harness import ADMIN, APPROVER, RESPONDER, VIEWER

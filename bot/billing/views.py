@@ -1,0 +1,78 @@
+"""What people read about billing reconciliation: the `reconcile` answer (with its
+**Replay N missed events** button) and the scheduler's daily post.
+
+A renderer, not domain code: `reconcile.py` computes the report, this says it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.errors import UpstreamError
+from bot.reply import Button, Reply
+
+from .reconcile import ReconcileReport, daily_report
+
+SHOW_IDS = 10
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def _ids(ids: list[str]) -> str:
+    shown = ", ".join(ids[:SHOW_IDS])
+    return shown + (f" and {len(ids) - SHOW_IDS} more" if len(ids) > SHOW_IDS else "")
+
+
+def reconcile_reply(report: ReconcileReport) -> Reply:
+    head = (f":white_check_mark: Stripe and the bot agree (last {report.days} d)." if report.in_step
+            else f":warning: Stripe and the bot differ (last {report.days} d).")
+    lines = [f"*Active subscriptions*: Stripe {len(report.stripe_active)}, mirror {len(report.local_active)}"]
+    if report.only_stripe:
+        lines.append(f"  active in Stripe, not in the mirror: {_ids(report.only_stripe)}")
+    if report.only_local:
+        lines.append(f"  active in the mirror, not in Stripe: {_ids(report.only_local)}")
+    if report.missed:
+        lines.append(f"*Missed events*: {len(report.missed)} that Stripe has and the bot never stored: "
+                     + _ids([f"{e['id']} ({e.get('type')})" for e in report.missed]))
+    else:
+        lines.append("*Missed events*: none")
+    lines.append("*Events per day* (Stripe / bot):")
+    for day in sorted(set(report.stripe_per_day) | set(report.local_per_day)):
+        s, b = report.stripe_per_day.get(day, 0), report.local_per_day.get(day, 0)
+        lines.append(f"  {day}: {s} / {b}" + ("" if s == b else "  ← differs"))
+    if not report.stripe_per_day and not report.local_per_day:
+        lines.append("  no events in the window")
+    if report.newest_received is None:
+        lines.append("*Freshness*: :warning: stale — the bot has never received a Stripe event")
+    else:
+        age = report.now - report.newest_received
+        state = ":warning: stale (no event for over 24 h)" if report.stale else "fresh"
+        lines.append(f"*Freshness*: newest event received {_ago(age)} ago — {state}")
+    lines += report.notes
+    buttons = []
+    if report.missed:
+        value = f"{int(report.since.timestamp())}:{int(report.until.timestamp())}"
+        buttons.append(Button(f"Replay {len(report.missed)} missed events", "reconcile.replay_missed", value,
+                              style="primary", confirm=f"Fetch and apply {len(report.missed)} missed Stripe events?"))
+    return Reply(head, lines=lines, buttons=buttons)
+
+
+async def daily_reconcile(services, days: int = 1) -> Reply:
+    """The scheduler's daily reconcile post for the incident channel: the last day reconciled and
+    said; a Stripe failure becomes a post that says so rather than an exception."""
+    try:
+        report = await daily_report(services, days)
+    except UpstreamError as exc:
+        return Reply(f":warning: Daily reconcile could not run: {exc}.", private=False)
+    reply = reconcile_reply(report)
+    reply.text = "Daily reconcile — " + reply.text
+    reply.private = False
+    return reply
