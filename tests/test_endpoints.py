@@ -1,6 +1,5 @@
 """/healthz, /readyz (migrations at head), /metrics, and no secret anywhere."""
 
-import asyncio
 
 from sqlalchemy import text
 
@@ -44,7 +43,7 @@ async def test_no_secret_value_in_any_response_slack_call_or_log_line(bot, fake_
     responses.append(bot.http.get("/metrics").text)
     responses.append(bot.http.post("/slack/events", content="x=1").text)
     await bot.wait_posts(2)
-    await asyncio.sleep(0.2)
+    await bot.drain()
     seen = "\n".join(responses) + fake_slack.everything_sent() + "\n".join(captured_logs)
     assert captured_logs, "the bot should have logged something"
     for secret in SECRETS:

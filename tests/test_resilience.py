@@ -39,6 +39,7 @@ async def test_a_burst_to_one_channel_lands_complete_in_order_without_429s(tmp_p
     try:
         await queue_posts(bot, "C0BURST", 30, "burst")
         assert await wait_until(lambda: _count(fake_slack, "C0BURST", 30), timeout=40)
+        await bot.drain()
         texts = [p["text"] for p in fake_slack.posted("C0BURST")]
         assert texts == [f"burst {i:02d}" for i in range(30)]  # complete, once each, in order
         assert fake_slack.attempts("chat.postMessage") == 30  # no 429 ever happened
@@ -79,9 +80,11 @@ async def test_posts_queued_while_the_bot_is_down_are_delivered_after_a_restart(
     bot = Bot(settings, fake_slack).start()
     try:
         assert await wait_until(lambda: _count(fake_slack, "C0INCIDENT", 1), timeout=30)
-        await asyncio.sleep(0.5)
+        await bot.drain()
         [post] = fake_slack.posted("C0INCIDENT")
         assert "Dry-run turned on" in post["text"].replace("*", "")
+        async with bot.db() as db, db.transaction() as s:  # and nothing else is waiting for a later attempt
+            assert (await s.execute(select(OutgoingMessage.status))).scalars().all() == ["sent"]
     finally:
         bot.stop()
 

@@ -48,7 +48,7 @@ async def test_bad_signatures_get_401_and_change_nothing(bot, fake_slack, how):
     assert r.status_code == 401
     assert await audit_count(bot) == 0
     assert "Dry-run is off" in bot.slash_text("dryrun status")
-    await asyncio.sleep(0.2)
+    await bot.drain()
     assert fake_slack.calls_of("chat.postMessage") == []
 
 
@@ -93,7 +93,7 @@ async def test_retried_event_delivery_runs_once(bot, fake_slack):
     assert bot.event(event, event_id="Ev0DUPLICATE").status_code == 200
     assert bot.event(event, event_id="Ev0DUPLICATE", retry_num=1).status_code == 200
     assert bot.event(event, event_id="Ev0DUPLICATE", retry_num=2).status_code == 200
-    await asyncio.sleep(1.0)
+    await bot.drain()
     async with bot.db() as db, db.transaction() as s:
         toggles = (await s.execute(select(AuditRecord).where(AuditRecord.command == "dryrun"))).scalars().all()
     assert len(toggles) == 1
@@ -106,7 +106,7 @@ async def test_web_api_429_is_retried_after_retry_after(bot, fake_slack):
     started = time.time()
     assert "Dry-run is now on" in bot.slash_text("dryrun on", user=ADMIN)
     posts = await bot.wait_posts(2)  # one 429, then the retry
-    await asyncio.sleep(0.5)
+    await bot.drain()
     assert fake_slack.attempts("chat.postMessage") == 2  # no third attempt: delivered once
     delivered = [c for c in fake_slack.calls_of("chat.postMessage")]
     assert all(c.params["channel"] == "C0INCIDENT" for c in delivered)

@@ -126,11 +126,15 @@ async def test_unknown_kind_is_refused(db):
 async def test_concurrent_withdrawals_cannot_both_pass(db):
     """Two writers each take 70 of 100 at the same time: exactly one wins (row lock + conditional update)."""
     await _append(db, "fund", 100)
-    gate = asyncio.Event()
+    gate, both_in = asyncio.Event(), asyncio.Event()
+    inside: list[str] = []
 
     async def withdraw(key):
         async with db.transaction() as session:
             await session.execute(text("SELECT 1"))
+            inside.append(key)
+            if len(inside) == 2:
+                both_in.set()
             await gate.wait()
             return await ledger.append_entry(session, account_id="acct_1", delta=-70, kind="claim", reason="r",
                                              actor="a", idempotency_key=key, at=T0)
@@ -139,7 +143,8 @@ async def test_concurrent_withdrawals_cannot_both_pass(db):
         # SQLite write transactions are serial (BEGIN IMMEDIATE): start them one after the other.
         gate.set()
     tasks = [asyncio.create_task(withdraw(f"w{i}")) for i in range(2)]
-    await asyncio.sleep(0.2)
+    if db.dialect != "sqlite":
+        await asyncio.wait_for(both_in.wait(), 10)  # both transactions open, neither has written
     gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert sorted(type(r).__name__ for r in results) == ["Conflict", "LedgerEntry"]

@@ -71,22 +71,17 @@ async def audit_rows(bot, command):
 
 async def request_posted(bot, text, user=RESPONDER):
     """Ask for a grant; return (request id, the posted approval message's params, its buttons)."""
-    def approvals():
-        return [c for c in bot.slack.calls_of("chat.postMessage") if c.params.get("channel") == CHANNEL]
+    def buttons_of(call):
+        return {e["action_id"]: e for b in call.params.get("blocks", []) if b["type"] == "actions"
+                for e in b["elements"]}
 
-    before = len(approvals())
+    def is_approval(call):
+        return call.params.get("channel") == CHANNEL and "revops:grants.approve" in buttons_of(call)
+
+    before = len([c for c in bot.slack.calls_of("chat.postMessage") if is_approval(c)])
     answer = bot.slash_text(text, user=user)
     assert "posted for approval" in answer, answer
-    def buttons_of(call):
-        return {e["action_id"]: e for b in call.params["blocks"] if b["type"] == "actions" for e in b["elements"]}
-
-    found = []
-    for _ in range(200):
-        found = [c for c in approvals()[before:] if "revops:grants.approve" in buttons_of(c)]
-        if found:
-            break
-        await asyncio.sleep(0.05)
-    approval = found[0]
+    approval = (await bot.slack.wait("chat.postMessage", before + 1, where=is_approval))[before]
     buttons = buttons_of(approval)
     rid = int(buttons["revops:grants.approve"]["value"])
     assert f"Request #{rid} posted for approval" in answer
@@ -94,12 +89,7 @@ async def request_posted(bot, text, user=RESPONDER):
 
 
 async def wait_updates(bot, count, timeout=10):
-    for _ in range(int(timeout / 0.05)):
-        calls = bot.slack.calls_of("chat.update")
-        if len(calls) >= count:
-            return calls
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {count} chat.update calls, got {len(bot.slack.calls_of('chat.update'))}")
+    return await bot.slack.wait("chat.update", count, timeout)
 
 
 async def test_the_approval_message_names_everything(gbot):
@@ -121,11 +111,11 @@ async def test_approve_moves_credits_once_updates_the_message_and_tells_the_requ
     [entry] = await entries(gbot, kind="grant")
     assert entry.delta == 50 and entry.actor == APPROVER and entry.idempotency_key == f"grant-request:{rid}"
     updates = await wait_updates(gbot, 1)
-    assert updates[0].params["ts"] == fake_slack.calls_of("chat.postMessage")[0].params.get("ts", updates[0].params["ts"])
+    approval_ts = next(c.ts for c in fake_slack.calls_of("chat.postMessage") if c.params is message)
+    assert (updates[0].params["channel"], updates[0].params["ts"]) == (CHANNEL, approval_ts)  # in place
     updated = flatten(updates[0].params)
     assert "approved by <@U0APPROVER>" in updated and "New balance: 150 credits" in updated
     assert "revops:grants.approve" not in json.dumps(updates[0].params)  # buttons gone
-    dm = [c for c in fake_slack.calls_of("chat.postMessage") if c.params["channel"] == RESPONDER]
     await gbot.wait_posts(2)
     dm = [c for c in fake_slack.calls_of("chat.postMessage") if c.params["channel"] == RESPONDER]
     assert dm and "was approved by <@U0APPROVER>" in dm[0].params["text"]
@@ -253,7 +243,7 @@ async def test_bad_requests_are_refused_privately_and_post_nothing(gbot, fake_sl
     assert message in answer
     if "Usage" not in answer:
         assert "no grant request" in answer
-    await asyncio.sleep(0.2)
+    await gbot.drain()
     assert fake_slack.calls_of("chat.postMessage") == []
     assert await balance(gbot) == 100
 
@@ -306,15 +296,16 @@ async def test_slack_failing_chat_update_keeps_the_decision_and_retries(gbot, fa
     answer = gbot.click_and_wait("revops:grants.approve", str(rid), user=APPROVER)
     assert "Approved" in flatten(answer)
     assert await balance(gbot) == 110
-    # The outbox keeps trying until Slack takes the update (500s back off and are retried later).
-    for _ in range(200):
-        ok = [c for c in fake_slack.calls_of("chat.update")]
-        if len(ok) >= (3 if status == 429 else 4) or (status == 500 and len(ok) >= 1 and await _sent(gbot)):
-            if await _sent(gbot):
-                break
-        gbot.runtime.services.clock.advance(5)  # past the outbox's back-off; it polls every second
-        await asyncio.sleep(0.2)
+    # The outbox keeps trying until Slack takes the update. The Web API client waits out the two
+    # 429s itself (Retry-After) and delivers on the third call; it retries a 500 twice, then the
+    # outbox backs off and the fourth call, once the back-off has passed, gets through.
+    await gbot.drain(timeout=20)
+    if status == 500:
+        assert len(fake_slack.calls_of("chat.update")) == 3 and not await _sent(gbot)
+        gbot.runtime.services.clock.advance(5)  # past the outbox's back-off
+        await gbot.drain(timeout=20)
     assert await _sent(gbot), "the update never got through"
+    assert len(fake_slack.calls_of("chat.update")) == (3 if status == 429 else 4)
     assert len(await entries(gbot, kind="grant")) == 1 and await balance(gbot) == 110
 
 

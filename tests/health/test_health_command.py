@@ -67,16 +67,15 @@ async def test_health_all_reports_services_drift_and_the_bot(tmp_path, db_url, f
         assert stored == 6
 
         # the three production services that went down are announced once each...
-        deadline = time.time() + 10
-        while len(incident_posts(fake_slack)) < 3 and time.time() < deadline:
-            time.sleep(0.05)
+        await fake_slack.wait("chat.postMessage", 3, where=lambda c: c.params.get("channel") == CHANNEL)
+        await bot.drain()
         posts = incident_posts(fake_slack)
         assert sorted(p.split("*")[1] for p in posts) == ["billing-api", "ledger", "search"]
         # ...and not again while they stay down
         url2 = bot.response_url()
         bot.slash("health all", user=VIEWER, response_url=url2)
         assert "(2 probes)" in flatten(bot.wait_response(url2))
-        time.sleep(1.2)  # the outbox polls every second
+        await bot.drain()
         assert len(incident_posts(fake_slack)) == 3
     finally:
         bot.stop()

@@ -32,6 +32,7 @@ def test_alert_authorization_and_validation(ibot, fake_slack):
     assert p2.json()["severity"] == "P2" and p2.json()["posted"] is True
     card = fake_slack.wait_for("chat.postMessage", 1)[0]
     assert card.params["channel"] == "C0ALERTS"
+    ibot.drain_sync()
     assert len(fake_slack.calls_of("chat.postMessage")) == 1  # the P3 was recorded, not posted
 
 

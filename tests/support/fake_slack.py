@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -28,6 +29,7 @@ class Call:
     headers: dict[str, str]
     key: str = ""
     at: float = field(default_factory=time.time)
+    ts: str | None = None  # chat.postMessage: the ts Slack answered (what a chat.update names)
 
 
 class FakeSlack:
@@ -88,15 +90,30 @@ class FakeSlack:
         with self._lock:
             return sum(1 for c in self.calls if c.method == method)
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
+    def _of(self, method: str, where: Callable[[Call], bool] | None) -> list[Call]:
+        calls = self.calls_of(method) if method != "respond" else self.responses_list()
+        return [c for c in calls if where(c)] if where else calls
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0,
+                 where: Callable[[Call], bool] | None = None) -> list[Call]:
+        """At least `count` calls of `method` ("respond": response_url posts), those `where` keeps;
+        fails after `timeout` seconds. Blocks: for tests that are not coroutines."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            calls = self.calls_of(method) if method != "respond" else self.responses_list()
-            if len(calls) >= count:
+            if len(calls := self._of(method, where)) >= count:
                 return calls
             time.sleep(0.02)
-        got = self.calls_of(method) if method != "respond" else self.responses_list()
-        raise AssertionError(f"expected {count} {method} call(s), got {len(got)}")
+        raise AssertionError(f"expected {count} {method} call(s), got {len(self._of(method, where))}")
+
+    async def wait(self, method: str, count: int = 1, timeout: float = 10.0,
+                   where: Callable[[Call], bool] | None = None) -> list[Call]:
+        """`wait_for` for coroutines: awaits the calls without blocking the test's loop."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(calls := self._of(method, where)) >= count:
+                return calls
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"expected {count} {method} call(s), got {len(self._of(method, where))}")
 
     def responses_list(self) -> list[Call]:
         with self._lock:
@@ -160,6 +177,7 @@ class FakeSlack:
 
             with self._lock:
                 self.messages[(channel, ts)] = params
+                call.ts = ts
             return JSONResponse({"ok": True, "channel": channel, "ts": ts,
                                  "message": {"text": params.get("text"), "ts": ts}})
         if method == "chat.update":

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
 from bot.db import Database
+from bot.models import OutgoingMessage
 from bot.settings import Settings, load_settings
 from bot.web.app import create_app
 
@@ -148,6 +150,41 @@ class Bot:
             yield database
         finally:
             await database.dispose()
+
+    # --- waiting for the work to be done, not for time to pass ----------------------------------
+    async def _busy(self) -> str | None:
+        """On the server's loop: what the bot still has to do for what it was asked (None when
+        nothing): follow-ups after an acknowledgement (slow answers, click results, mentions)
+        still running, or outbox posts due and not yet delivered. A post waiting out a back-off
+        (its next attempt later on the bot's clock) is not due: advance the clock, then drain."""
+        runtime = self.runtime
+        followups = getattr(runtime.slack_app, "revops_followups", None)
+        if followups is not None and followups.tasks:
+            await followups.drain()
+            return f"{len(followups.tasks)} follow-up(s) running"
+        runtime.deliverer.kick()
+        async with runtime.services.db.transaction() as s:
+            due = (await s.execute(select(func.count()).select_from(OutgoingMessage).where(
+                OutgoingMessage.status == "pending",
+                OutgoingMessage.next_attempt_at <= runtime.services.clock.now()))).scalar_one()
+        return f"{due} outbox post(s) due and not delivered" if due else None
+
+    async def drain(self, timeout: float = 10) -> None:
+        """Wait until the bot is done with everything it was asked so far (see `_busy`); then an
+        assertion that nothing (more) happened means it. Fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (busy := await asyncio.wrap_future(self.server.call(self._busy()))) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bot was still busy after {timeout} s: {busy}")
+            await asyncio.sleep(0.02)
+
+    def drain_sync(self, timeout: float = 10) -> None:
+        """`drain` for tests that are not coroutines."""
+        deadline = time.monotonic() + timeout
+        while (busy := self.server.call(self._busy()).result(timeout)) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bot was still busy after {timeout} s: {busy}")
+            time.sleep(0.02)
 
     async def wait_posts(self, count: int, timeout: float = 10) -> list:
         deadline = time.time() + timeout

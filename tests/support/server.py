@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -17,7 +19,20 @@ class LiveServer:
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
                                 lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's own loop, once it runs
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def serve():
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve()
+
+        with asyncio.Runner(loop_factory=self.server.config.get_loop_factory()) as runner:
+            runner.run(serve())
+
+    def call(self, coro) -> concurrent.futures.Future:
+        """Run a coroutine on the server's loop (from any thread); a concurrent.futures.Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def start(self, timeout: float = 30) -> "LiveServer":
         self.thread.start()
