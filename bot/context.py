@@ -1,16 +1,17 @@
-"""What a command handler gets: who asked, where, the open transaction, the flags,
+"""What a command handler gets: who asked, where, its unit of work, the flags,
 and a way to post to channels without knowing Slack."""
 
 from __future__ import annotations
 
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .flags import FlagState
+from .flags import FlagState, read_flags
 from .reply import Reply
 from .roles import Role
 
@@ -30,7 +31,7 @@ class PendingPost:
 @dataclass
 class Context:
     services: "Services"
-    session: AsyncSession
+    session: AsyncSession  # a read unit for actions that change nothing, else the unit of work that writes
     actor: str
     role: Role
     channel: str | None
@@ -53,10 +54,16 @@ class Context:
 
     async def current_flags(self) -> FlagState:
         if self.flags is None:
-            from .flags import read_flags
-
             self.flags = await read_flags(self.session)
         return self.flags
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A short write transaction of its own, for a handler in a read unit that must store a
+        by-product of its work (the health command's probe history) after its network calls.
+        No network call inside it. (A mutating handler writes through `self.session`.)"""
+        async with self.services.db.transaction() as session:
+            yield session
 
     def post(self, channel: str | None, reply: Reply, *, ref: str | None = None, thread_ts: str | None = None) -> None:
         """Post a message to a channel after the transaction commits (nothing if no channel)."""

@@ -1,23 +1,29 @@
 """The database: an async SQLAlchemy engine for SQLite or PostgreSQL, and migrations.
 
-SQLite has one writer at a time. Its transactions start with BEGIN IMMEDIATE (so a
-writer never fails on a stale snapshot) and, inside one process, queue on an asyncio
-lock taken when the transaction really begins — its first statement — and given back
-when it ends: fair and immediate, where SQLite's busy handler polls with sleeps. A
-unit of work that talks to Stripe or probes services before its first statement does
-not hold the lock while it waits on the network.
+Two kinds of unit of work, both stock `AsyncSession`s (`UnitSession`, with `rows()` for hot reads):
 
-Read-only units of work (`Database.reading()`) take no lock at all, and take a connection at their
-first statement and an ORM session only if asked (inline_session.py). On SQLite they run on
-connections of their own that refuse writes, in a deferred transaction (WAL readers see a
-consistent snapshot and never wait on the writer), in the event loop's own thread; on PostgreSQL
-on a pooled connection in autocommit.
+- `Database.transaction()` writes. It begins at its first statement, not when it is opened, so a
+  handler that calls Stripe or probes services before touching the session holds nothing while it
+  waits on the network. On SQLite it is `BEGIN IMMEDIATE` (a writer never fails on a stale
+  snapshot) and, inside one process, queues on an asyncio lock taken at that BEGIN and given back
+  at COMMIT or ROLLBACK: fair and immediate, where SQLite's busy handler polls with sleeps
+  (`busy_timeout` still covers other processes). No network call may run while the current task
+  holds one: `assert_no_write_transaction()` (the Stripe gateway and the health probes call it)
+  fails loudly when one does.
+- `Database.reading()` only reads, takes no write lock and cannot write. On SQLite it runs on a
+  second stock aiosqlite engine whose connections are `query_only`, each unit one deferred BEGIN
+  (a WAL snapshot: readers never wait on the writer, nor it on them); on PostgreSQL on the same
+  pool in autocommit (under READ COMMITTED each statement takes its own snapshot anyway).
+
+SQLite is durable by default: WAL with `synchronous=FULL` (a commit is on disk before it returns,
+so what was answered 200 survives a power cut) and SQLite's own automatic checkpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -26,18 +32,40 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, QueuePool, create_engine, event, make_url, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
-                                    create_async_engine)
-from sqlalchemy.orm import sessionmaker
-from sqlalchemy.util import await_only
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from . import sqlite_driver
-from .inline_session import AsyncReadUnit, InlineSession, ReadUnit
 from .errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another process's write lock
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}")
+READ_ONLY = "revops_read_only"  # execution option of the PostgreSQL read units' engine
+READ_POOL = 16  # SQLite read connections kept (each is an aiosqlite thread); more are opened when busy
+
+
+class NetworkInWriteTransaction(RuntimeError):
+    """A programming error: a network call while this task holds a write transaction open."""
+
+
+# Tasks that hold a write transaction of a `Database` of this process open, with how many.
+_writing: "weakref.WeakKeyDictionary[asyncio.Task, int]" = weakref.WeakKeyDictionary()
+
+
+def in_write_transaction() -> bool:
+    task = asyncio.current_task()
+    return task is not None and _writing.get(task, 0) > 0
+
+
+def assert_no_write_transaction(what: str) -> None:
+    """Called before a network call: the unit of work that writes must not wait on the network
+    (on SQLite every other writer of the process would wait behind it)."""
+    if in_write_transaction():
+        raise NetworkInWriteTransaction(
+            f"{what} inside a write transaction: do the network call before the unit of work's first "
+            "statement (or in a read unit), then write")
 
 
 class SqliteWriteLock:
@@ -63,71 +91,65 @@ class SqliteWriteLock:
             self._lock.release()
 
 
-def _sqlite_engine(url: str, pragmas: tuple[str, ...], **kwargs) -> AsyncEngine:
-    """aiosqlite, one trip to its thread per statement at most (sqlite_driver.py)."""
-    engine: AsyncEngine
+def _sqlite_connections(engine: AsyncEngine, *pragmas: str) -> None:
+    """Every new connection: SQLAlchemy, not the driver, emits BEGIN (SQLAlchemy's documented
+    recipe for pysqlite/aiosqlite), then the pragmas."""
 
-    def _connect():
-        args, params = engine.dialect.create_connect_args(engine.url)
-        return sqlite_driver.connect(*args, **{**params, "timeout": sqlite_driver.BUSY_TIMEOUT_S})
-
-    engine = create_async_engine(url, async_creator=_connect, **kwargs)
-    _on_sqlite_connect(engine.sync_engine, pragmas)
-    return engine
-
-
-def _on_sqlite_connect(engine: Engine, pragmas: tuple[str, ...]) -> None:
-    """`pragmas` run on every new connection, after the ones every connection needs."""
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_connect(dbapi_conn, _record):
-        # Let SQLAlchemy, not the driver, decide when transactions begin.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        for pragma in (f"busy_timeout={sqlite_driver.BUSY_TIMEOUT_S * 1000}", "foreign_keys=ON", *pragmas):
-            cur.execute(f"PRAGMA {pragma}")
-        cur.close()
+        cursor = dbapi_conn.cursor()
+        for pragma in (*SQLITE_PRAGMAS, *pragmas):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
 
 
-def make_read_engine(url: str) -> Engine:
-    """SQLite: a synchronous engine (inline_session.py) on connections that only read, each
-    transaction a deferred BEGIN (a snapshot). Its pool never makes anyone wait: a connection
-    beyond the kept ones is opened, and closed when given back."""
-    engine = create_engine(make_url(url).set(drivername="sqlite"), poolclass=QueuePool, pool_size=8,
-                           max_overflow=-1, connect_args={"check_same_thread": False})
-    _on_sqlite_connect(engine, ("query_only=ON",))
+def _track_writes(engine: AsyncEngine, lock: SqliteWriteLock | None) -> None:
+    """At a write transaction's BEGIN: take the process's SQLite write lock (through the driver
+    connection's public `run_async`) and `BEGIN IMMEDIATE`; note the task as writing. At its
+    COMMIT or ROLLBACK: give both back. Units of the read-only engine options are left alone."""
 
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn):
-        # Straight to the driver: through `exec_driver_sql` this BEGIN cost more than a read's statements.
-        conn.connection.driver_connection.execute("BEGIN")
+    held: "weakref.WeakKeyDictionary[Connection, asyncio.Task | None]" = weakref.WeakKeyDictionary()
 
-    return engine
-
-
-def make_engine(url: str, **kwargs) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        # Checkpoints run off the loop (sqlite_driver.py), not inside commits.
-        engine = _sqlite_engine(url, pragmas=("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0"), **kwargs)
-        lock = SqliteWriteLock()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn):
-            await_only(lock.acquire())
-            conn.info["revops_lock"] = True
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn):
+        if conn.get_execution_options().get(READ_ONLY):
+            return
+        if lock is not None:
+            conn.connection.dbapi_connection.run_async(lambda _driver: lock.acquire())
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
-                conn.info.pop("revops_lock", None)
                 lock.release()
                 raise
+        task = asyncio.current_task()
+        held[conn] = task
+        if task is not None:
+            _writing[task] = _writing.get(task, 0) + 1
 
-        def _release(conn):
-            if conn.info.pop("revops_lock", False):
-                lock.release()
+    def _end(conn):
+        if conn not in held:
+            return
+        task = held.pop(conn)
+        if task is not None:
+            left = _writing.get(task, 1) - 1
+            if left > 0:
+                _writing[task] = left
+            else:
+                _writing.pop(task, None)
+        if lock is not None:
+            lock.release()
 
-        event.listen(engine.sync_engine, "commit", _release)
-        event.listen(engine.sync_engine, "rollback", _release)
+    event.listen(engine.sync_engine, "commit", _end)
+    event.listen(engine.sync_engine, "rollback", _end)
+
+
+def make_engine(url: str, **kwargs) -> AsyncEngine:
+    """The engine of the units of work that write."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, **kwargs)
+        _sqlite_connections(engine)
+        _track_writes(engine, SqliteWriteLock())
         return engine
     # Kept connections (opened as needed, kept once opened): enough for a busy web process's
     # concurrent requests, each of which holds one across its statements. Past pool_size an overflow
@@ -138,7 +160,24 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 8)
     engine = create_async_engine(url, **kwargs)
     _ping_when_idle(engine)
+    _track_writes(engine, None)
     return engine
+
+
+def make_read_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
+    """The engine of the read units: on SQLite a second stock aiosqlite engine on the same file
+    whose connections refuse writes, each transaction a deferred BEGIN (one snapshot); on
+    PostgreSQL the writers' pool in autocommit."""
+    if not url.startswith("sqlite"):
+        return engine.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
+    read = create_async_engine(url, pool_size=READ_POOL, max_overflow=-1)
+    _sqlite_connections(read, "query_only=ON")
+
+    @event.listens_for(read.sync_engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    return read
 
 
 IDLE_PING_S = 1.0  # a pooled PostgreSQL connection unused this long is pinged before it is handed out
@@ -179,7 +218,7 @@ def head_revision() -> str | None:
 
 
 class UnitSession(AsyncSession):
-    """The session of a unit of work that writes, with `rows()` for the hot reads (as the read units have)."""
+    """A unit of work's session: a stock AsyncSession plus `rows()` for the hot reads."""
 
     async def rows(self, statement, params=None):
         """A Core statement on the unit's connection: rows whose columns are attributes, without
@@ -189,44 +228,44 @@ class UnitSession(AsyncSession):
 
 
 class Database:
-    """Engine plus session factory; `transaction()` is the unit of work."""
+    """Engines plus session factories; `transaction()` writes, `reading()` reads."""
 
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
+        self.read_engine = make_read_engine(url, self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=UnitSession)
-        self.read_engine: Engine | AsyncEngine
-        if url.startswith("sqlite"):
-            read_engine = self.read_engine = make_read_engine(url)
-            inline = sessionmaker(expire_on_commit=False)
-            self.read_sessions = lambda: InlineSession(read_engine, inline)
-        else:
-            # PostgreSQL: the same pool, in autocommit. Under READ COMMITTED every statement takes its
-            # own snapshot anyway, so a read-only unit of work loses nothing and saves BEGIN and COMMIT.
-            read_engine = self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            orm = async_sessionmaker(expire_on_commit=False, class_=AsyncSession)
-            self.read_sessions = lambda: AsyncReadUnit(read_engine, orm)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=UnitSession)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def transaction(self, connection: AsyncConnection | None = None):
-        """One unit of work: commits once at the end, rolls back on any error. On `connection`
-        when given (one the caller keeps across several units of work), else on one of the pool."""
+        """One unit of work that writes: it begins at its first statement, commits once at the
+        end, rolls back on any error. On `connection` when given (one the caller keeps across
+        several units of work), else on one of the pool."""
         return self._unit(self.sessions(bind=connection) if connection is not None else self.sessions())
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[ReadUnit]:
+    async def simulation(self) -> AsyncIterator[UnitSession]:
+        """A unit of work that writes and is always rolled back (dry-run); it too begins at its
+        first statement."""
+        with _unavailable_as_error():
+            async with self.sessions() as session:
+                try:
+                    yield session
+                finally:
+                    await session.rollback()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[UnitSession]:
         """A unit of work that only reads: no write lock, and on SQLite it cannot write. It takes a
         connection at its first statement, if any (a command that answers without the database,
         such as `help`, costs nothing here), and gives it back at the end."""
-        unit = self.read_sessions()
         with _unavailable_as_error():
-            try:
-                yield unit
-            finally:
-                await unit.close()  # a read leaves nothing to commit
+            async with self.read_sessions() as session:
+                yield session  # (closing it ends the read: nothing to commit)
 
     @staticmethod
     @asynccontextmanager
@@ -259,8 +298,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if isinstance(self.read_engine, Engine):
-            self.read_engine.dispose()
+        if self.read_engine.sync_engine.pool is not self.engine.sync_engine.pool:
+            await self.read_engine.dispose()
 
 
 _UNAVAILABLE = {

@@ -4,15 +4,23 @@
     recorders such as the incident timeline, posts) in the same transaction ->
     a neutral Reply.
 
-A quick read runs in a read-only unit of work; what it leaves to record is then written in a
-transaction it shares with the reads running at the same time (group commit), before it answers.
+Units of work (bot/db.py):
+
+- An action that changes nothing (quick or slow: `help`, `customer`, `health`, `reconcile`) runs
+  its handler in a read unit: no write lock, whatever it waits on. What it leaves to record
+  (posts, timeline entries) is written afterwards in ONE short transaction, with no network call
+  inside, and only when there is something to write.
+- An action that changes things reads the flags in a read unit, then runs its handler in the unit
+  of work that writes, together with its records. That unit begins at its first statement, so a
+  handler that calls Stripe does so BEFORE it touches `ctx.session`; a network call once the unit
+  has begun fails loudly (`db.assert_no_write_transaction`). Dry-run (simulate) runs the handler in
+  a unit that is rolled back, then writes the records in a short transaction of their own.
 
 Roles, dry-run, panic and audit are enforced here and nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -23,7 +31,6 @@ from . import audit
 from .context import Context
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
 from .flags import read_flags
-from .groupcommit import GroupCommit
 from .logs import request_id as current_request_id
 from .metrics import REQUESTS
 from .outbox import enqueue
@@ -61,7 +68,6 @@ class Outcome:
 class Router:
     def __init__(self, services: Services):
         self.services = services
-        self._recording_batches: _Recording | None = None
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -82,8 +88,7 @@ class Router:
         return await self._run(
             name=command.name, kind="command", args=args, actor=actor, channel=channel, surface=surface,
             needed=command.role_for(args), mutating=command.mutates(args), dry_run_mode=command.dry_run,
-            call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id,
-            slow=command.slow,
+            call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id
         )
 
     async def handle_click(self, action_id: str, value: str, *, actor: str, channel: str | None, surface: str,
@@ -97,13 +102,13 @@ class Router:
             name=action.name, kind="click", args={"value": value}, actor=actor, channel=channel, surface=surface,
             needed=action.role, mutating=action.mutating, dry_run_mode=action.dry_run,
             call=lambda ctx: action.handler(ctx, value), usage=None, request_id=request_id,
-            message_ref=message_ref, slow=action.slow,
+            message_ref=message_ref,
         )
 
     async def _run(self, *, name: str, kind: str, args: dict[str, Any], actor: str, channel: str | None,
                    surface: str, needed: Role, mutating: bool, dry_run_mode: str,
                    call: Callable[[Context], Awaitable[Reply]], usage: str | None,
-                   request_id: str | None, message_ref: str | None = None, slow: bool = False) -> Outcome:
+                   request_id: str | None, message_ref: str | None = None) -> Outcome:
         services = self.services
         role = role_of(services.settings.cfg.roles, actor)
         request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
@@ -118,36 +123,35 @@ class Router:
 
             start = dict(actor=actor, role=role, channel=channel, surface=surface, request_id=request_id,
                          message_ref=message_ref)
-            if not mutating and not slow:
-                # A quick read takes no write lock; what it leaves to record (posts, timeline
-                # entries) is written with that of the reads running at the same time.
+            if not mutating:
+                # Changes nothing: no write lock while the handler runs, however long it waits.
                 ctx, reply = await self._read(call, start)
                 record = _action(ctx, name, kind, args, reply, mutating=False, simulate=False)
                 if ctx.posts or any(recorder.wants(record) for recorder in services.recorders):
-                    await self._recording().submit(record)
+                    await self._record_afterwards(record)
             else:
-                flags = None
-                if slow:
-                    # Slow commands (Stripe, probes) read the flags in their own short transaction: the
-                    # unit of work below begins at the handler's first statement, so network calls made
-                    # before it hold no database lock (SQLite has one writer at a time).
-                    async with services.db.reading() as session:
-                        flags = await read_flags(session)
-                async with services.db.transaction() as session:
-                    if flags is None and mutating:  # (a read asks `ctx.current_flags()` if it shows them)
-                        flags = await read_flags(session)
-                    ctx = Context(services=services, session=session, now=services.clock.now(), flags=flags,
-                                  **start)
-                    simulate = mutating and flags is not None and flags.dry_run and dry_run_mode != "exempt"
-                    ctx.dry_run = simulate
-                    if simulate and dry_run_mode == "simulate":
-                        savepoint = await session.begin_nested()
+                async with services.db.reading() as session:
+                    flags = await read_flags(session)
+                simulate = flags.dry_run and dry_run_mode != "exempt"
+                now = services.clock.now()
+
+                def context(session) -> Context:
+                    return Context(services=services, session=session, now=now, flags=flags, dry_run=simulate,
+                                   **start)
+
+                if simulate and dry_run_mode == "simulate":
+                    # Run it for real, then roll every change back; only the records are kept.
+                    async with services.db.simulation() as session:
+                        ctx = context(session)
                         reply = await call(ctx)
-                        await savepoint.rollback()
-                    else:
+                    record = _action(ctx, name, kind, args, reply, mutating=True, simulate=True)
+                    await self._record_afterwards(record)
+                else:
+                    async with services.db.transaction() as session:  # begins at its first statement
+                        ctx = context(session)
                         reply = await call(ctx)
-                    record = _action(ctx, name, kind, args, reply, mutating=mutating, simulate=simulate)
-                    await self._record(session, record)
+                        record = _action(ctx, name, kind, args, reply, mutating=True, simulate=simulate)
+                        await self._record(session, record)
             posts = len(ctx.posts)  # all written to the outbox by now
             if posts:
                 for notify in services.on_posts:
@@ -172,18 +176,18 @@ class Router:
             ))
 
     async def _read(self, call, start: dict[str, Any]) -> tuple[Context, Reply]:
-        """A quick read takes no write lock: the handler runs in a read-only unit of work; what it
-        leaves to record (posts, timeline entries) is written afterwards."""
+        """The handler of an action that changes nothing, in a read unit (its `ctx.flags` is None:
+        a handler that shows them calls `await ctx.current_flags()`)."""
         async with self.services.db.reading() as session:
             ctx = Context(services=self.services, session=session, now=self.services.clock.now(), flags=None,
                           **start)
             return ctx, await call(ctx)
 
-    def _recording(self) -> "_Recording":
-        loop = asyncio.get_running_loop()
-        if self._recording_batches is None or self._recording_batches.loop is not loop:
-            self._recording_batches = _Recording(self)
-        return self._recording_batches
+    async def _record_afterwards(self, record: ActionRecord) -> None:
+        """What an action left to record, once its own unit of work is over: one short transaction."""
+        async with self.services.db.transaction() as session:
+            record.ctx.session = session  # (the handler's own unit is closed by now)
+            await self._record(session, record)
 
     async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
@@ -217,32 +221,6 @@ class Router:
         REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
         log.info("%s → %s", outcome.name, outcome.outcome)
         return outcome
-
-
-class _Recording(GroupCommit[ActionRecord]):
-    """The recording point of quick reads, group-committed: what the reads running at the same
-    time leave to record (a line on the incident timeline, posts) is written in one transaction,
-    and each read answers once its part is committed."""
-
-    name = "recording"
-
-    def __init__(self, router: Router):
-        super().__init__(router.services.db)
-        self.router = router
-
-    async def store_batch(self, transaction, records: list[ActionRecord]) -> list[None]:
-        async with transaction() as session:
-            for record in records:
-                await self._record(session, record)
-        return [None] * len(records)
-
-    async def store_one(self, record: ActionRecord) -> None:
-        async with self.db.transaction() as session:
-            await self._record(session, record)
-
-    async def _record(self, session, record: ActionRecord) -> None:
-        record.ctx.session = session  # (the read's own session is closed by now)
-        await self.router._record(session, record)
 
 
 def _action(ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *, mutating: bool,

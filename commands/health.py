@@ -66,9 +66,11 @@ async def health(ctx: Context, args: dict) -> Reply:
         results, stripe, slack = await probe_services(targets), None, None
     elapsed = time.perf_counter() - started
 
-    went_down = await record_probes(ctx.session, results, at=ctx.now)
-    await announce_down(ctx.session, went_down, at=ctx.now, settings=settings)
-    p95s = await recent_p95(ctx.session, results, at=ctx.now)
+    # A read: the probe history is the one thing it stores, in a short transaction after the probes.
+    async with ctx.writing() as session:
+        went_down = await record_probes(session, results, at=ctx.now)
+        await announce_down(session, went_down, at=ctx.now, settings=settings)
+        p95s = await recent_p95(session, results, at=ctx.now)
     bot_checks: list[Check] = []
     if whole:
         db = await database_check(ctx.session)

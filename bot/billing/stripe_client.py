@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import stripe
 
+from bot.db import assert_no_write_transaction
 from bot.errors import UpstreamError
 
 log = logging.getLogger("revops.stripe")
@@ -80,6 +81,7 @@ class StripeClient:
         self._client = self._http = None
 
     async def _call(self, what: str, fn: Callable[[stripe.StripeClient], Awaitable[T]]) -> T:
+        assert_no_write_transaction(f"Stripe call ({what})")
         client = self._stripe()
         try:
             return await asyncio.wait_for(fn(client), timeout=self.call_budget)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import httpx
 
+from ..db import assert_no_write_transaction
 from ..settings import ServiceCheck
 
 # Enough of a body for a JSON health document; a larger answer is not read further.
@@ -71,6 +72,7 @@ async def probe_services(checks: Sequence[ServiceCheck], client: httpx.AsyncClie
     """Probe every service concurrently; results in the order of `checks`."""
     if not checks:
         return []
+    assert_no_write_transaction("health probes")
     own = client is None
     client = client or make_client(len(checks))
     try:
