@@ -1,0 +1,185 @@
+"""Units of work on stock drivers (bot/db.py): durable SQLite, read units that hold no write lock
+and cannot write, write units that begin at their first statement and queue fairly, and no
+network call inside a write transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from bot.billing.stripe_client import StripeClient
+from bot.db import Database, NetworkInWriteTransaction, in_write_transaction
+from bot.errors import UpstreamError
+
+from tests.support.net import free_port
+
+
+async def _database(url: str) -> Database:
+    database = Database(url)
+    key = "id INTEGER PRIMARY KEY" if database.dialect == "sqlite" else "id SERIAL PRIMARY KEY"
+    async with database.engine.begin() as conn:
+        await conn.execute(text(f"CREATE TABLE t ({key}, k VARCHAR(20) UNIQUE, v INTEGER)"))
+    return database
+
+
+@pytest.fixture
+async def db(db_url):
+    database = await _database(db_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def pg_db(pg_server):
+    database = await _database(await pg_server.create_database())
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path):
+    database = await _database(f"sqlite+aiosqlite:///{tmp_path}/storage.db")
+    yield database, tmp_path / "storage.db"
+    await database.dispose()
+
+
+async def _pragmas(session) -> dict:
+    names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "wal_autocheckpoint", "query_only")
+    return {n: (await session.execute(text(f"PRAGMA {n}"))).scalar_one() for n in names}
+
+
+async def test_sqlite_is_durable_by_default(sqlite_db):
+    """WAL with synchronous=FULL (2): a commit is on disk before it returns; SQLite's own
+    automatic checkpoint (every 1000 pages), no checkpointing of ours."""
+    db, _ = sqlite_db
+    async with db.transaction() as session:
+        assert await _pragmas(session) == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1,
+                                           "busy_timeout": 30000, "wal_autocheckpoint": 1000, "query_only": 0}
+    async with db.reading() as session:
+        assert await _pragmas(session) == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1,
+                                           "busy_timeout": 30000, "wal_autocheckpoint": 1000, "query_only": 1}
+
+
+async def test_a_sqlite_read_unit_cannot_write_and_reads_one_snapshot(sqlite_db):
+    db, _ = sqlite_db
+    async with db.transaction() as session:
+        await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+    with pytest.raises(OperationalError, match="readonly"):
+        async with db.reading() as session:
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('b', 2)"))
+    async with db.reading() as reader:
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+        async with db.transaction() as writer:  # not blocked by the open read
+            await writer.execute(text("INSERT INTO t (k, v) VALUES ('c', 3)"))
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1  # its snapshot
+        assert len((await reader.rows(text("SELECT k FROM t"))).all()) == 1  # Core rows: the same snapshot
+    async with db.reading() as reader:
+        assert [r.k for r in await reader.rows(text("SELECT k FROM t ORDER BY k"))] == ["a", "c"]
+
+
+async def test_a_postgresql_read_unit_is_in_autocommit(pg_db):
+    """Each statement of a read unit is its own transaction (now() moves); a write unit's is one."""
+    db = pg_db
+
+    async def two_nows(session):
+        first = (await session.execute(text("SELECT now()"))).scalar_one()
+        await asyncio.sleep(0.01)
+        return first, (await session.execute(text("SELECT now()"))).scalar_one()
+
+    async with db.reading() as session:
+        first, second = await two_nows(session)
+        assert second > first
+    async with db.transaction() as session:
+        first, second = await two_nows(session)
+        assert second == first
+
+
+async def test_an_open_read_unit_holds_up_no_writer(db):
+    async with db.reading() as reader:
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+
+        async def write():
+            async with db.transaction() as writer:
+                await writer.execute(text("INSERT INTO t (k, v) VALUES ('w', 1)"))
+
+        await asyncio.wait_for(write(), 1.0)
+    async with db.reading() as reader:
+        assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+
+
+async def test_a_write_unit_begins_at_its_first_statement_and_writers_queue(db):
+    order: list[str] = []
+    first_began = asyncio.Event()
+
+    async def first():
+        async with db.transaction() as session:
+            # Opened, not begun: another writer goes through meanwhile (SQLite has one writer at a time).
+            assert not in_write_transaction()
+            async with db.transaction() as other:
+                await other.execute(text("INSERT INTO t (k, v) VALUES ('before', 0)"))
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('first', 1)"))
+            assert in_write_transaction()
+            first_began.set()
+            for _ in range(20):  # let the second writer try its luck while this one holds the lock
+                await asyncio.sleep(0)
+            order.append("first commits")
+        assert not in_write_transaction()
+
+    async def second():
+        await first_began.wait()
+        async with db.transaction() as session:
+            await session.execute(text("UPDATE t SET v = v + 10 WHERE k = 'first'"))
+            order.append("second wrote")
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), 10)
+    async with db.reading() as session:
+        rows = dict((await session.execute(text("SELECT k, v FROM t"))).all())
+    assert rows == {"before": 0, "first": 11}
+    if db.dialect == "sqlite":
+        assert order == ["first commits", "second wrote"]  # the lock is taken at BEGIN and queues
+
+
+async def test_a_sqlite_writer_in_another_process_is_waited_for_off_the_loop(sqlite_db):
+    db, path = sqlite_db
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (k, v) VALUES ('other', 0)")
+    waiting = asyncio.Event()
+
+    async def write():
+        async with db.transaction() as session:
+            waiting.set()
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('ours', 1)"))  # BEGIN IMMEDIATE: busy
+
+    task = asyncio.ensure_future(write())
+    await waiting.wait()
+    # The event loop is not blocked while the writer waits in aiosqlite's thread: a read completes.
+    async with db.reading() as session:
+        assert (await asyncio.wait_for(session.execute(text("SELECT count(*) FROM t")), 1.0)).scalar_one() == 0
+    assert not task.done()  # (the other process still holds the write lock)
+    other.execute("COMMIT")
+    await asyncio.wait_for(task, 10)
+    other.close()
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT k FROM t ORDER BY id"))).scalars().all() == ["other", "ours"]
+
+
+async def test_a_network_call_inside_a_write_transaction_fails_loudly(db):
+    stripe = StripeClient("sk_test_x", api_base=f"http://127.0.0.1:{free_port()}")
+    try:
+        async with db.transaction() as session:
+            with pytest.raises(UpstreamError):  # not begun yet: Stripe is called (and is unreachable)
+                await stripe.retrieve("customer", "cus_1")
+            await session.execute(text("INSERT INTO t (k, v) VALUES ('a', 1)"))
+            with pytest.raises(NetworkInWriteTransaction, match="Stripe call"):
+                await stripe.retrieve("customer", "cus_1")
+        async with db.reading() as session:  # a read unit may wait on the network
+            await session.execute(text("SELECT 1"))
+            with pytest.raises(UpstreamError):
+                await stripe.retrieve("customer", "cus_1")
+    finally:
+        await stripe.aclose()
