@@ -9,18 +9,20 @@ Units of work (bot/db.py):
 - An action that changes nothing (quick or slow: `help`, `customer`, `health`, `reconcile`) runs
   its handler in a read unit: no write lock, whatever it waits on. What it leaves to record
   (posts, timeline entries) is written afterwards in ONE short transaction, with no network call
-  inside, and only when there is something to write.
+  inside, and only when there is something to write; the records of actions finishing at the
+  same time share it (group commit, `_Recording`).
 - An action that changes things reads the flags in a read unit, then runs its handler in the unit
   of work that writes, together with its records. That unit begins at its first statement, so a
   handler that calls Stripe does so BEFORE it touches `ctx.session`; a network call once the unit
   has begun fails loudly (`db.assert_no_write_transaction`). Dry-run (simulate) runs the handler in
-  a unit that is rolled back, then writes the records in a short transaction of their own.
+  a unit that is rolled back, then writes the records afterwards, as a read's are.
 
 Roles, dry-run, panic and audit are enforced here and nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from . import audit
 from .context import Context
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
 from .flags import read_flags
+from .groupcommit import GroupCommit
 from .logs import request_id as current_request_id
 from .metrics import REQUESTS
 from .outbox import enqueue
@@ -68,6 +71,7 @@ class Outcome:
 class Router:
     def __init__(self, services: Services):
         self.services = services
+        self._recording_batches: _Recording | None = None
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -184,10 +188,13 @@ class Router:
             return ctx, await call(ctx)
 
     async def _record_afterwards(self, record: ActionRecord) -> None:
-        """What an action left to record, once its own unit of work is over: one short transaction."""
-        async with self.services.db.transaction() as session:
-            record.ctx.session = session  # (the handler's own unit is closed by now)
-            await self._record(session, record)
+        """What an action left to record, once its own unit of work is over: one short transaction,
+        shared with the records of the actions finishing at the same time (group commit), and
+        committed before the action answers."""
+        loop = asyncio.get_running_loop()
+        if self._recording_batches is None or self._recording_batches.loop is not loop:
+            self._recording_batches = _Recording(self)
+        await self._recording_batches.submit(record)
 
     async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
@@ -221,6 +228,35 @@ class Router:
         REQUESTS.labels(command=outcome.name, outcome=outcome.outcome).inc()
         log.info("%s → %s", outcome.name, outcome.outcome)
         return outcome
+
+
+class _Recording(GroupCommit[ActionRecord]):
+    """The recording point of actions whose own unit of work did not write (reads, dry runs),
+    group-committed: what the actions finishing at the same time leave to record is written in one
+    transaction (bot/groupcommit.py). bench/ack_latency.py shows why: a `credits` look in an
+    incident channel records a timeline line, and on SQLite (one writer at a time, every
+    statement a trip to aiosqlite's thread, `synchronous=FULL`) 32 concurrent looks each in a
+    transaction of its own queued to p50 133 ms, p99 196 ms; grouped, p50 43 ms."""
+
+    name = "recording"
+
+    def __init__(self, router: Router):
+        super().__init__(router.services.db)
+        self.router = router
+
+    async def store_batch(self, transaction, records: list[ActionRecord]) -> list[None]:
+        async with transaction() as session:
+            for record in records:
+                await self._record(session, record)
+        return [None] * len(records)
+
+    async def store_one(self, record: ActionRecord) -> None:
+        async with self.db.transaction() as session:
+            await self._record(session, record)
+
+    async def _record(self, session, record: ActionRecord) -> None:
+        record.ctx.session = session  # (the action's own unit of work is closed by now)
+        await self.router._record(session, record)
 
 
 def _action(ctx: Context, name: str, kind: str, args: dict[str, Any], reply: Reply, *, mutating: bool,
