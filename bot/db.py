@@ -143,8 +143,37 @@ def _track_writes(engine: AsyncEngine, lock: SqliteWriteLock | None) -> None:
         if lock is not None:
             lock.release()
 
-    event.listen(engine.sync_engine, "commit", _end)
-    event.listen(engine.sync_engine, "rollback", _end)
+    if lock is None:
+        event.listen(engine.sync_engine, "commit", _end)
+        event.listen(engine.sync_engine, "rollback", _end)
+        return
+
+    # SQLAlchemy's `commit` and `rollback` events come BEFORE the driver's COMMIT or ROLLBACK. Given
+    # back there, the lock would let the next writer's BEGIN IMMEDIATE race the COMMIT still running
+    # in aiosqlite's thread and poll in SQLite's busy handler. So the listener ends the transaction
+    # itself, through the DBAPI connection, then gives the lock back; SQLAlchemy's own COMMIT or
+    # ROLLBACK that follows finds no transaction open and does nothing (sqlite3's documented behaviour).
+    @event.listens_for(engine.sync_engine, "commit")
+    def _commit(conn):
+        if conn not in held:
+            return
+        try:
+            conn.connection.dbapi_connection.commit()
+        except Exception:
+            return  # SQLAlchemy's COMMIT raises it, wrapped; the ROLLBACK that follows gives the lock back
+        _end(conn)
+
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _rollback(conn):
+        if conn not in held:
+            return
+        try:
+            if not conn.invalidated:
+                conn.connection.dbapi_connection.rollback()
+        except Exception:
+            pass  # (SQLAlchemy's ROLLBACK reports it)
+        finally:
+            _end(conn)
 
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
