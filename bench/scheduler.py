@@ -29,9 +29,9 @@ from sqlalchemy import select  # noqa: E402
 
 from bot.clock import FakeClock  # noqa: E402
 from bot.incidents import service as incidents  # noqa: E402
-from bot.incidents.scheduler import Scheduler  # noqa: E402
 from bot.models import OutgoingMessage  # noqa: E402
-from bot.services import build_services  # noqa: E402
+from bot.scheduler import Scheduler  # noqa: E402
+from bot.app import build_services  # noqa: E402
 from tests.support.harness import make_settings  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
@@ -52,7 +52,7 @@ async def worker_loop(services, scheduler: Scheduler, ticks: list[float]) -> int
     ran = 0
     while True:
         started = time.perf_counter()
-        n = await scheduler.run_due(services, limit=100)
+        n = len(await scheduler.run_due(services, limit=100))
         ticks.append(time.perf_counter() - started)
         ran += n
         if n == 0:
@@ -60,8 +60,6 @@ async def worker_loop(services, scheduler: Scheduler, ticks: list[float]) -> int
 
 
 async def run(count: int, workers: int) -> dict:
-    from bot.incidents import jobs  # noqa: F401  (registers the job kinds)
-
     pg = PostgresServer().start()
     try:
         url = await pg.create_database()
@@ -77,7 +75,7 @@ async def run(count: int, workers: int) -> dict:
         clock.advance(timedelta(hours=1, seconds=1))  # revenue (30m) and engineering (1h) updates are due
         ticks: list[float] = []
         started = time.perf_counter()
-        ran = await asyncio.gather(*(worker_loop(s, Scheduler(f"w{i}"), ticks) for i, s in enumerate(fleet)))
+        ran = await asyncio.gather(*(worker_loop(s, Scheduler(s.scheduler.kinds.values(), f"w{i}"), ticks) for i, s in enumerate(fleet)))
         elapsed = time.perf_counter() - started
         async with first.db.transaction() as session:
             texts = [json.dumps(r) for r in (await session.execute(select(OutgoingMessage.reply))).scalars()]

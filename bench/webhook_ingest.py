@@ -37,7 +37,7 @@ def _serve_revops(port: int, database_url: str, ready) -> None:
     import uvicorn
 
     from bot.settings import load_settings
-    from bot.web.app import create_app
+    from bot.app import create_app
 
     config = Path(tempfile.mkdtemp(prefix="revops-bench-")) / "revops.toml"
     config.write_text("")

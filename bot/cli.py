@@ -1,4 +1,6 @@
-"""The `revops` command line: serve, worker, console, exec, click, db upgrade, audit verify."""
+"""The `revops` command line: serve, worker, console, exec, click, db upgrade, audit verify,
+plus the sub-commands families add (`revops preflight`). The composition root (bot/app.py)
+calls `main(argv, families)`; this module imports no family."""
 
 from __future__ import annotations
 
@@ -8,8 +10,19 @@ import os
 import sys
 from pathlib import Path
 
+import uvicorn
+
+from . import audit
+from .console import Console
+from .db import Database, run_upgrade
 from .errors import SettingsError
+from .family import CliCommand, Families
+from .logs import setup_logging
+from .runtime import Runtime
 from .settings import Settings, example_config_path, load_settings
+from .templating import render_check
+from .web.app import create_app
+from .worker import Worker
 
 
 def _settings(**overrides) -> Settings:
@@ -20,46 +33,35 @@ def _settings(**overrides) -> Settings:
         raise SystemExit(2) from None
 
 
-def _templates_ok(settings: Settings) -> None:
-    from .templating import render_check
-
-    problems = render_check(settings)
+def _templates_ok(settings: Settings, families: Families) -> None:
+    problems = render_check(settings, families.template_samples(settings))
     if problems:
         print(f"revops: configuration error: {problems[0]}", file=sys.stderr)
         raise SystemExit(2)
 
 
-def cmd_serve(args) -> int:
-    import uvicorn
-
-    from .logs import setup_logging
-    from .web.app import create_app
-
+def cmd_serve(args, families: Families) -> int:
     settings = _settings()
-    _templates_ok(settings)
+    _templates_ok(settings, families)
     setup_logging(settings)
-    app = create_app(settings, with_worker=True if args.with_worker else None)
+    app = create_app(settings, families, with_worker=True if args.with_worker else None)
     uvicorn.run(app, host=args.host, port=args.port or settings.env.port, log_level="warning",
                 access_log=False)
     return 0
 
 
-def cmd_worker(args) -> int:
-    from .logs import setup_logging
-    from .runtime import Runtime
-    from .worker import Worker
-
+def cmd_worker(args, families: Families) -> int:
     settings = _settings()
-    _templates_ok(settings)
+    _templates_ok(settings, families)
     setup_logging(settings)
 
     async def main():
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, families)
         await runtime.services.db.upgrade()
         worker = Worker(runtime.services, runtime.deliverer)
         try:
             if args.once:
-                await worker.tick()
+                await worker.drain()
             else:
                 await worker.run_forever()
         finally:
@@ -72,11 +74,8 @@ def cmd_worker(args) -> int:
     return 0
 
 
-async def _with_console(settings: Settings, user: str, channel: str, body) -> int:
-    from .console import Console
-    from .runtime import Runtime
-
-    runtime = Runtime(settings)
+async def _with_console(settings: Settings, families: Families, user: str, channel: str, body) -> int:
+    runtime = Runtime(settings, families)
     try:
         await runtime.services.db.upgrade()
     except Exception as exc:
@@ -89,21 +88,21 @@ async def _with_console(settings: Settings, user: str, channel: str, body) -> in
         await runtime.services.db.dispose()
 
 
-def cmd_console(args) -> int:
+def cmd_console(args, families: Families) -> int:
     if args.demo:
-        return _demo(args)
+        return _demo(args, families)
     settings = _settings()
 
     async def body(console, runtime):
         await console.repl()
         return 0
 
-    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+    return asyncio.run(_with_console(settings, families, args.as_user, args.channel, body))
 
 
-def _demo(args) -> int:
-    from . import demo
-
+def _demo(args, families: Families) -> int:
+    """A fresh SQLite file, the example configuration, every family's sample data, and the
+    tour: every family's lines, in order, through the console surface."""
     db_path = Path(args.db or "revops-demo.db")
     for suffix in ("", "-wal", "-shm"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
@@ -112,10 +111,10 @@ def _demo(args) -> int:
     settings = _settings()
 
     async def body(console, runtime):
-        await demo.seed(runtime.services)
+        await families.seed(runtime.services)
         console.write(f"revops demo: SQLite at {db_path}, roles from {example_config_path().name}, "
                       "sample data loaded. No Slack or Stripe account needed.\n")
-        for user, line in demo.TOUR:
+        for user, line in families.tour:
             console.write(f"\n{user}$ {line}")
             await console.run_line(f"{line} --as {user}")
         if sys.stdin.isatty() and not args.no_repl:
@@ -123,10 +122,10 @@ def _demo(args) -> int:
             await console.repl()
         return 0
 
-    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+    return asyncio.run(_with_console(settings, families, args.as_user, args.channel, body))
 
 
-def cmd_exec(args) -> int:
+def cmd_exec(args, families: Families) -> int:
     settings = _settings()
 
     async def body(console, runtime):
@@ -135,10 +134,10 @@ def cmd_exec(args) -> int:
 
     text = args.text
     args.text = text
-    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+    return asyncio.run(_with_console(settings, families, args.as_user, args.channel, body))
 
 
-def cmd_click(args) -> int:
+def cmd_click(args, families: Families) -> int:
     settings = _settings()
 
     async def body(console, runtime):
@@ -146,12 +145,10 @@ def cmd_click(args) -> int:
         await runtime.deliverer.deliver_due()
         return 0
 
-    return asyncio.run(_with_console(settings, args.as_user, args.channel, body))
+    return asyncio.run(_with_console(settings, families, args.as_user, args.channel, body))
 
 
-def cmd_db_upgrade(args) -> int:
-    from .db import run_upgrade
-
+def cmd_db_upgrade(args, families: Families) -> int:
     settings = _settings()
     try:
         run_upgrade(settings.env.database_url)
@@ -162,10 +159,7 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
-def cmd_audit_verify(args) -> int:
-    from . import audit
-    from .db import Database
-
+def cmd_audit_verify(args, families: Families) -> int:
     settings = _settings()
 
     async def main() -> int:
@@ -181,14 +175,14 @@ def cmd_audit_verify(args) -> int:
     return asyncio.run(main())
 
 
-def cmd_preflight(args) -> int:
-    """The go-live checklist, one line per check; exit 1 on any fail (for deploy pipelines)."""
-    from .health.cli import preflight_main
+def _family_command(command: CliCommand):
+    def run(args, families: Families) -> int:
+        return command.run(families.build_services(_settings()))
 
-    return preflight_main(_settings())
+    return run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(families: Families) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revops", description="Revenue and billing incident-response bot")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -199,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("worker", help="the scheduler")
-    p.add_argument("--once", action="store_true", help="run one tick and exit")
+    p.add_argument("--once", action="store_true", help="run every job due now, deliver the posts, and exit")
     p.set_defaults(fn=cmd_worker)
 
     for name, fn in (("console", cmd_console),):
@@ -233,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = asub.add_parser("verify", help="check the hash chain; exit 1 if a record was altered or removed")
     q.set_defaults(fn=cmd_audit_verify)
 
-    p = sub.add_parser("preflight", help="go-live checklist; exit 1 on any fail")
-    p.set_defaults(fn=cmd_preflight)
+    for command in families.cli:  # `revops preflight`...
+        p = sub.add_parser(command.name, help=command.help)
+        p.set_defaults(fn=_family_command(command))
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.fn(args) or 0
+def main(argv: list[str] | None, families: Families) -> int:
+    args = build_parser(families).parse_args(argv)
+    return args.fn(args, families) or 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite has no 64-bit autoincrement type of its own; BigInteger there must be INTEGER.
@@ -138,3 +138,27 @@ class WorkerHeartbeat(Base):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     beat_at: Mapped[datetime]
+
+
+class ScheduledJob(Base):
+    """One scheduled job (bot/scheduler.py): due at `due_at`, every `every_seconds` (or once).
+
+    A worker claims a due job and runs it in one transaction (row lock with SKIP LOCKED on
+    PostgreSQL; SQLite write transactions are serial), then moves `due_at` to the next slot
+    after now: a long outage yields one catch-up run. Global jobs are keyed "global:<kind>";
+    `incident_id` ties a per-incident job to its incident (the incidents family stops them
+    together; the column predates the core scheduler and keeps its name)."""
+
+    __tablename__ = "scheduled_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    incident_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    every_seconds: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | done
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict | None]

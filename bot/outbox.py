@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .clock import Clock
 from .db import Database
+from .flags import read_flags
 from .models import MessageRef, OutgoingMessage
 from .reply import Reply
 
@@ -64,8 +65,6 @@ async def post_automated(session: AsyncSession, *, channel: str | None, reply: R
                          ref: str | None = None) -> OutgoingMessage | None:
     """A post made by automation (scheduler, probes, alerts): in panic mode it is
     recorded as `held` and never sent. Returns the row (check `.status`)."""
-    from .flags import read_flags
-
     if not channel:
         return None
     reply.private = False

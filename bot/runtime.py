@@ -7,27 +7,37 @@ import contextlib
 import gc
 import logging
 
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
 from .clock import Clock
+from .family import Families
 from .outbox import Deliverer, Sender
 from .router import Router
-from .services import Services, build_services
+from .services import Services
 from .settings import Settings
+from .slack.app import build_slack_app
+from .slack.client import SlackSender, make_web_client
+from .templating import check_templates
+from .worker import Worker
 
 log = logging.getLogger("revops.runtime")
 
 
 class Runtime:
-    def __init__(self, settings: Settings, clock: Clock | None = None, sender: Sender | None = None,
-                 with_worker: bool = False):
+    """The families' services, the router, the outbox's deliverer, the Slack app and (optionally)
+    the worker of one process. `families` comes from the composition root (bot/app.py)."""
+
+    def __init__(self, settings: Settings, families: Families, clock: Clock | None = None,
+                 sender: Sender | None = None, with_worker: bool = False):
         self.settings = settings
-        self.services: Services = build_services(settings, clock)
+        self.families = families
+        self.services: Services = families.build_services(settings, clock)
         self.router = Router(self.services)
         self.web_client = None
         self.slack_app = None
         self.slack_handler = None
         if sender is None and settings.env.slack_bot_token is not None:
-            from .slack.client import SlackSender, make_web_client
-
             self.web_client = make_web_client(settings)
             sender = SlackSender(self.web_client)
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
@@ -44,23 +54,15 @@ class Runtime:
     def build_slack(self) -> None:
         if not self.slack_configured:
             return
-        from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
-
-        from .slack.app import build_slack_app
-
         self.slack_app = build_slack_app(self.services, self.router, self.web_client)
         self.slack_handler = AsyncSlackRequestHandler(self.slack_app)
 
     async def start(self) -> None:
-        from .templating import check_templates
-
-        check_templates(self.settings)  # a template that fails to render stops start-up, naming it
+        check_templates(self.settings, self.services.template_samples(self.settings))  # a template that fails to render stops start-up, naming it
         await self.services.db.upgrade()
         self.build_slack()
         self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
         if self.with_worker:
-            from .worker import Worker
-
             self._tasks.append(asyncio.create_task(Worker(self.services, self.deliverer).run_forever(),
                                                    name="worker"))
         if self.settings.env.slack_app_token is not None and self.slack_app is not None:
@@ -72,8 +74,6 @@ class Runtime:
 
     async def _socket_mode(self) -> None:
         """Connect over Socket Mode, retrying with back-off while Slack is unreachable."""
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
         handler = AsyncSocketModeHandler(self.slack_app, self.settings.env.slack_app_token.get_secret_value())
         self._socket_handler = handler
         delay = 1.0

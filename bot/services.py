@@ -1,17 +1,22 @@
-"""The services a request can use, built once per process."""
+"""The services a request can use, built once per process by the composition root (bot/app.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from .clock import Clock
 from .db import Database
 from .registry import Registry
+from .scheduler import Scheduler
 from .settings import Settings
 
-if TYPE_CHECKING:
-    from .billing.stripe_client import StripeClient
+# Template name -> the sample context it is checked with (what the families declare).
+TemplateSamples = Callable[[Settings], Mapping[str, Mapping[str, Any]]]
+
+
+def no_samples(settings: Settings) -> Mapping[str, Mapping[str, Any]]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -36,23 +41,10 @@ class Services:
     # Called after a commit that queued posts (the Slack adapter delivers them).
     on_posts: list[Callable[[], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
-    # The Stripe gateway (bot/billing/stripe_client.py); None only in hand-built Services.
-    stripe: "StripeClient | None" = None
-
-
-def build_services(settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
-    from commands import build_registry
-
-    from .billing.stripe_client import StripeClient
-
-    services = Services(
-        settings=settings,
-        db=db or Database(settings.env.database_url),
-        clock=clock or Clock(),
-        registry=build_registry(),
-        stripe=StripeClient.from_settings(settings),
-    )
-    from .incidents.timeline import may_record, record_action
-
-    services.recorders.append(Recorder(record_action, may_record))  # the incident timeline
-    return services
+    # The billing family's Stripe gateway (bot/billing/stripe_client.py), attached by its
+    # registration's `setup`; None in hand-built Services. Typed loosely: the core knows no family.
+    stripe: Any = None
+    # The one job system, with the job kinds every family declared.
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    # Every template the families render, with sample data (start-up and preflight check them).
+    template_samples: TemplateSamples = no_samples

@@ -2,13 +2,15 @@
 communications and pages. Templates ship under `templates/`; an operator
 can point `templates_dir` at a copy and reword any of them (a file there wins).
 
-A template that fails to render stops start-up with its name (`check_templates`).
+A template that fails to render stops start-up with its name (`check_templates`). Which
+templates there are, and the sample data each is checked with, the families declare
+(`Family.templates`); the composition root hands them over as `samples`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 
@@ -17,15 +19,6 @@ from .reply import Reply
 from .settings import Settings
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-# Every template the bot renders (checked at start-up with sample data).
-TEMPLATE_NAMES = (
-    "initial_p1.md", "initial_p2.md", "initial_p3.md",
-    "revenue_update.md", "engineering_update.md", "executive_summary.md",
-    "update_reminder.md", "escalation.md", "announcement.md",
-    "report.md", "alert_card.md",
-    "incident_page.html", "incidents_page.html",
-)
 
 _ENVS: dict[str | None, Environment] = {}
 
@@ -77,18 +70,17 @@ def render_reply(settings: Settings, name: str, **context: Any) -> Reply:
     return Reply(head.strip() or name, lines=[body] if body else [], private=False)
 
 
-def render_check(settings: Settings) -> list[str]:
-    """Problems with the templates (empty when every one renders with sample data)."""
-    from .incidents.views import sample_contexts
+def render_check(settings: Settings, samples: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Problems with the templates (empty when every one renders with its sample data).
 
+    `samples`: template name -> sample context, for every template the bot renders."""
     problems: list[str] = []
     operator = _operator_dir(settings)
     if settings.cfg.templates_dir and (operator is None or not operator.is_dir()):
         return [f"templates_dir: {settings.cfg.templates_dir} is not a folder"]
-    contexts = sample_contexts(settings)
-    for name in TEMPLATE_NAMES:
+    for name, context in samples.items():
         try:
-            render(settings, name, **contexts[name])
+            render(settings, name, **context)
         except TemplateError as exc:
             where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
             problems.append(f"template {name}{where}: {exc.message or type(exc).__name__}")
@@ -97,8 +89,8 @@ def render_check(settings: Settings) -> list[str]:
     return problems
 
 
-def check_templates(settings: Settings) -> None:
+def check_templates(settings: Settings, samples: Mapping[str, Mapping[str, Any]]) -> None:
     """Raise SettingsError naming the first template that fails to render."""
-    problems = render_check(settings)
+    problems = render_check(settings, samples)
     if problems:
         raise SettingsError(problems[0])

@@ -1,8 +1,8 @@
-"""The worker: delivers pending posts, runs periodic jobs, and says it is alive.
+"""The worker: runs the scheduler (every periodic job: incident cadences and escalation,
+grant expiry, health probes, the daily reconcile), delivers pending posts, and says it is alive.
 
-Jobs are added by the families that need them (the incident scheduler, the
-grant expiry sweep, health probes); every job must be safe to run on several
-machines at once (claims are conditional updates).
+There is one job system (bot/scheduler.py): jobs are rows claimed in the database, so
+any number of workers can run at once and a restart resumes where the last one stopped.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import asyncio
 import logging
 import os
 import socket
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Awaitable, Callable
 
 from sqlalchemy import select
 
@@ -24,24 +21,12 @@ from .services import Services
 log = logging.getLogger("revops.worker")
 
 
-@dataclass
-class PeriodicJob:
-    name: str
-    every: timedelta
-    run: Callable[[Services], Awaitable[None]]
-
-
 class Worker:
-    def __init__(self, services: Services, deliverer: Deliverer, jobs: list[PeriodicJob] | None = None):
+    def __init__(self, services: Services, deliverer: Deliverer):
         self.services = services
         self.deliverer = deliverer
-        if jobs is None:
-            from .jobs import periodic_jobs
-
-            jobs = periodic_jobs(services.settings)
-        self.jobs = jobs
+        self.scheduler = services.scheduler
         self.name = f"{socket.gethostname()}-{os.getpid()}"
-        self._last_run: dict[str, float] = {}
 
     async def heartbeat(self) -> None:
         async with self.services.db.transaction() as session:
@@ -53,23 +38,23 @@ class Worker:
             else:
                 row.beat_at = now
 
-    async def tick(self) -> None:
+    async def tick(self) -> list[str]:
+        """One round: heartbeat, the jobs due now, then the posts they queued. Returns the keys run."""
         await self.heartbeat()
-        loop_now = asyncio.get_running_loop().time()
-        for job in self.jobs:
-            last = self._last_run.get(job.name)
-            if last is not None and loop_now - last < job.every.total_seconds():
-                continue
-            self._last_run[job.name] = loop_now
-            try:
-                await job.run(self.services)
-            except Exception:
-                log.exception("job %s failed", job.name)
+        ran = await self.scheduler.run_due(self.services)
         await self.deliverer.deliver_due()
+        return ran
+
+    async def drain(self) -> list[str]:
+        """Like `tick`, but runs jobs until none is due now (what tests and `--once` wait on)."""
+        await self.heartbeat()
+        ran = await self.scheduler.drain(self.services)
+        await self.deliverer.deliver_due()
+        return ran
 
     async def run_forever(self) -> None:
         every = self.services.settings.env.revops_tick.total_seconds()
-        log.info("worker %s started (tick %ss)", self.name, every)
+        log.info("worker %s started (tick %ss; jobs: %s)", self.name, every, ", ".join(self.scheduler.kinds) or "none")
         while True:
             try:
                 await self.tick()

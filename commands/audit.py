@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from bot import audit as audit_log
 from bot.context import Context
+from bot.family import Family
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -41,3 +42,6 @@ async def show_audit(ctx: Context, args: dict) -> Reply:
 
 def _args(args: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items()) if args else ""
+
+
+family = Family("audit", commands=(commands,), tour=(("U0APPROVER", "/revops audit"),))

@@ -7,6 +7,7 @@ incident channel.
 
 from bot.context import Context
 from bot.errors import Conflict
+from bot.family import Family
 from bot.flags import read_flags, set_flag
 from bot.registry import CommandSet
 from bot.reply import Button, Reply
@@ -95,3 +96,15 @@ async def confirm_panic(ctx: Context, value: str) -> Reply:
 @commands.action("panic_cancel", role=Role.admin, mutating=False)
 async def cancel_panic(ctx: Context, value: str) -> Reply:
     return Reply("Panic mode left off.", replace=True)
+
+
+family = Family("flags", commands=(commands,), tour=(
+    ("U0VIEWER", "/revops dryrun on"),  # only an admin may
+    ("U0ADMIN", "/revops dryrun on"),
+    ("U0ADMIN", "/revops dryrun status"),
+    ("U0ADMIN", "/revops dryrun off"),
+    ("U0ADMIN", "/revops panic on"),
+    ("U0ADMIN", "click 1"),  # the confirm
+    ("U0VIEWER", "/revops panic status"),
+    ("U0ADMIN", "/revops panic off"),
+))

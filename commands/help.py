@@ -2,6 +2,7 @@
 
 from bot.context import Context
 from bot.errors import UsageError
+from bot.family import Family
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -34,3 +35,10 @@ async def show_help(ctx: Context, args: dict) -> Reply:
         lines=lines,
         footer=f"You are {ctx.role.name}. Roles: viewer < responder < approver < admin.",
     )
+
+
+# A family that is only commands over the core declares itself with them.
+family = Family("help", commands=(commands,), tour=(
+    ("U0VIEWER", "/revops help"),
+    ("U0RESPONDER", "/revops frobnicate"),  # a typo gets the usage line, never silence
+))

@@ -18,8 +18,9 @@ from bot.errors import Conflict, NotFound, UsageError
 from bot.grammar import as_id
 from bot.incidents import service
 from bot.incidents.impact import Impact, parse_figures
-from bot.incidents.models import Alert, Incident, ScheduledJob
+from bot.incidents.models import Alert, Incident
 from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
+from bot.models import ScheduledJob
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role

@@ -29,7 +29,8 @@ def mrkdwn_line(check: Check) -> str:
                   role=Role.responder, slow=True)
 async def preflight(ctx: Context, args: dict) -> Reply:
     settings = ctx.settings
-    checks = await run_preflight(settings, ctx.session, slack_auth_test=ctx.services.extras.get("slack_auth_test"))
+    checks = await run_preflight(settings, ctx.session, templates=ctx.services.template_samples(settings),
+                                 slack_auth_test=ctx.services.extras.get("slack_auth_test"))
     passed, warned, failed = summary(checks)
     icon = ":x:" if failed else (":warning:" if warned else ":white_check_mark:")
     verdict = "not ready to go live" if failed else "ready to go live"

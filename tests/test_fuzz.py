@@ -9,8 +9,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bot.app import build_services
 from bot.router import Router
-from bot.services import build_services
 from tests.support.harness import make_settings
 
 EXAMPLES = int(os.environ.get("REVOPS_FUZZ_EXAMPLES", "300"))

@@ -14,6 +14,7 @@ import logging
 from datetime import datetime
 from typing import Any, Awaitable, Callable, TypeVar
 
+import httpx
 import stripe
 
 from bot.db import assert_no_write_transaction
@@ -60,8 +61,6 @@ class StripeClient:
         if not self.api_key:
             raise UpstreamError("Stripe is not configured (STRIPE_SECRET_KEY is missing); nothing was changed")
         if self._client is None:
-            import httpx
-
             # Created on first use, inside the event loop that will use it.
             self._http = stripe.HTTPXClient(timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout))
             self._client = stripe.StripeClient(
@@ -170,8 +169,6 @@ def describe_stripe_error(exc: stripe.StripeError) -> str:
 
 def _network_cause(exc: BaseException) -> str:
     """What went wrong on the wire, from the exception chain (httpx -> httpcore -> OSError)."""
-    import httpx
-
     chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:

@@ -8,16 +8,16 @@ from typing import Callable
 
 from sqlalchemy import text
 
-from ..db import Database
-from ..settings import Settings
+from ..services import Services
 from .preflight import run_preflight, summary
 from .selfcheck import Check, secrets_presence
 
 CONNECT_TIMEOUT = 15.0
 
 
-async def preflight_checks(settings: Settings) -> list[Check]:
-    db = Database(settings.env.database_url)
+async def preflight_checks(services: Services) -> list[Check]:
+    settings, db = services.settings, services.db
+    templates = services.template_samples(settings)
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -25,9 +25,10 @@ async def preflight_checks(settings: Settings) -> list[Check]:
                     await session.execute(text("SELECT 1"))
         except Exception as exc:
             cause = exc.__cause__ or exc
-            return await run_preflight(settings, None, database_error=f"unreachable ({type(cause).__name__})")
+            return await run_preflight(settings, None, templates=templates,
+                                       database_error=f"unreachable ({type(cause).__name__})")
         async with db.transaction() as session:
-            return await run_preflight(settings, session)
+            return await run_preflight(settings, session, templates=templates)
     finally:
         await db.dispose()
 
@@ -39,8 +40,9 @@ def plain_line(check: Check) -> str:
     return line
 
 
-def preflight_main(settings: Settings, write: Callable[[str], None] = print) -> int:
-    checks = asyncio.run(preflight_checks(settings))
+def preflight_main(services: Services, write: Callable[[str], None] = print) -> int:
+    settings = services.settings
+    checks = asyncio.run(preflight_checks(services))
     for check in checks:
         write(plain_line(check))
     write("secrets: " + ", ".join(f"{name} {state}" for name, state in secrets_presence(settings)))

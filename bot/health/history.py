@@ -2,7 +2,8 @@
 services have just gone down (the one post about each is `views.announce_down`).
 
 Safe on several workers: the transition to down is a conditional update (only
-the writer that flips the row sees it go down), and the scheduled round is a lease.
+the writer that flips the row sees it go down), and the scheduler gives each probe round
+to one worker (the `health_probes` job).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import HealthProbe, HealthRun, HealthStatus
+from .models import HealthProbe, HealthStatus
 from .probes import ProbeResult
 
 RECENT_PROBES = 50  # the p95 is taken over this many of the newest probes...
@@ -98,18 +99,6 @@ async def recent_p95(session: AsyncSession, results: Iterable[ProbeResult], *, a
         )).scalars().all()
         out[r.key] = P95(percentile(rows, 95), len(rows), r.slo_ms)
     return out
-
-
-async def claim_round(session: AsyncSession, *, at: datetime, every: timedelta, worker: str) -> bool:
-    """Take the next scheduled probe round (one worker per interval, whatever the number of workers)."""
-    # A little slack, so loop jitter does not make every other tick miss its turn.
-    next_at = at + every * 0.9
-    result = await session.execute(
-        update(HealthRun)
-        .where(HealthRun.id == 1, or_(HealthRun.next_at.is_(None), HealthRun.next_at <= at))
-        .values(next_at=next_at, claimed_by=worker[:100])
-    )
-    return result.rowcount == 1
 
 
 async def prune(session: AsyncSession, *, at: datetime) -> None:

@@ -1,6 +1,6 @@
 """Tables of the health checks: every probe result (for the p95), the last known
-status of each service (to post once on the transition to down), and a lease so
-several workers probe once per interval between them."""
+status of each service (to post once on the transition to down). Which worker probes
+in an interval the scheduler decides (the `health_probes` job)."""
 
 from __future__ import annotations
 
@@ -37,13 +37,3 @@ class HealthStatus(Base):
     status: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime]
     checked_at: Mapped[datetime]
-
-
-class HealthRun(Base):
-    """One row: when the next scheduled probe round is due (claimed by a conditional update)."""
-
-    __tablename__ = "health_runs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    next_at: Mapped[datetime | None]
-    claimed_by: Mapped[str | None] = mapped_column(String(100))

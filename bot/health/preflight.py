@@ -7,13 +7,13 @@ pipelines.
 
 from __future__ import annotations
 
-import importlib
-import inspect as pyinspect
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..flags import read_flags
 from ..settings import Settings
+from ..templating import render_check
 from .selfcheck import (
     Check,
     SlackAuthTest,
@@ -32,6 +32,7 @@ REQUIRED_SECRETS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "STRIPE_SECRET_KE
 
 
 async def run_preflight(settings: Settings, session: AsyncSession | None, *,
+                        templates: Mapping[str, Mapping[str, Any]],
                         slack_auth_test: SlackAuthTest | None = None,
                         database_error: str | None = None) -> list[Check]:
     """Every check, in checklist order. `session=None` means the database could not be
@@ -52,7 +53,7 @@ async def run_preflight(settings: Settings, session: AsyncSession | None, *,
         checks.append(migrations)
         checks.extend(await flag_checks(session))
     checks.append(roles_check(settings))
-    checks.append(await templates_check(settings))
+    checks.append(templates_check(settings, templates))
     checks.append(scopes_check(slack))
     checks.append(services_check(settings))
     return checks
@@ -114,8 +115,6 @@ def database_kind_check(settings: Settings) -> Check:
 
 
 async def flag_checks(session: AsyncSession) -> list[Check]:
-    from ..flags import read_flags
-
     try:
         exists = await _has_table(session, "flags") is not None
         state = await read_flags(session) if exists else None
@@ -149,22 +148,12 @@ def roles_check(settings: Settings) -> Check:
     return Check("roles", "pass", detail)
 
 
-async def templates_check(settings: Settings) -> Check:
-    """Every template renders (the templating module is the incidents family's)."""
-    try:
-        module = importlib.import_module("bot.templating")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("bot.templating",):
-            return Check("templates", "pass", "no templates yet")
-        return Check("templates", "fail", f"templating cannot load ({type(exc).__name__})",
-                     "reinstall revops")
-    render_check = getattr(module, "render_check", None)
-    if render_check is None:
+def templates_check(settings: Settings, templates: Mapping[str, Mapping[str, Any]]) -> Check:
+    """Every template renders (`templates`: each family's templates with their sample data)."""
+    if not templates:
         return Check("templates", "pass", "no templates yet")
     try:
-        problems: Any = render_check(settings)
-        if pyinspect.isawaitable(problems):
-            problems = await problems
+        problems: Any = render_check(settings, templates)
     except Exception as exc:
         return Check("templates", "fail", f"rendering failed ({type(exc).__name__})",
                      "check templates_dir and the templates in it")

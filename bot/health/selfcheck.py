@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -24,7 +24,8 @@ from ..db import head_revision
 from ..durations import format_duration
 from ..models import WorkerHeartbeat
 from ..settings import Settings
-from .probes import ssl_context
+from ..slack.client import make_web_client
+from .probes import _connect_failure, ssl_context
 
 NETWORK_TIMEOUT = 5.0  # seconds, for each of the Stripe and Slack calls
 STRIPE_API = "https://api.stripe.com"
@@ -119,8 +120,6 @@ async def heartbeat_check(session: AsyncSession, settings: Settings, now: dateti
     if newest is None:
         return Check("scheduler", "warn", "no heartbeat yet: no worker has run", fix)
     if newest.tzinfo is None:  # SQLite's max() comes back without the type's conversion
-        from datetime import timezone
-
         newest = newest.replace(tzinfo=timezone.utc)
     age = max(now - newest, timedelta(0))
     limit = max(3 * settings.env.revops_tick, timedelta(minutes=1))
@@ -150,8 +149,6 @@ async def webhook_check(session: AsyncSession, now: datetime) -> Check:
 
 
 def _as_utc(value: Any) -> datetime | None:
-    from datetime import timezone
-
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -193,8 +190,6 @@ async def stripe_check(settings: Settings, timeout: float = NETWORK_TIMEOUT) -> 
 
 def _words(exc: BaseException) -> str:
     if isinstance(exc, httpx.ConnectError):
-        from .probes import _connect_failure
-
         return _connect_failure(exc)
     return type(exc).__name__
 
@@ -203,8 +198,6 @@ def default_slack_auth_test(settings: Settings) -> SlackAuthTest:
     """auth.test through the bot's own Slack Web API client (SLACK_API_URL honoured)."""
 
     async def call():
-        from ..slack.client import make_web_client  # the adapter, imported only when used
-
         client = make_web_client(settings)
         response = await client.auth_test()
         return response.data, response.headers

@@ -14,10 +14,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..scheduler import upsert_job
 from ..services import Services
 from . import service
 from .models import Alert
-from .scheduler import upsert_job
 
 
 class AlertBody(BaseModel):

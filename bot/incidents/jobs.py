@@ -2,18 +2,20 @@
 executive daily summary, and escalation (of incidents and of alerts).
 
 Every post goes through `post_automated`, which holds it in panic mode; the
-timeline then says what would have been posted."""
+timeline then says what would have been posted. `INCIDENT_JOBS` is what the incidents
+family hands the scheduler (bot/incidents/family.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from ..billing.views import daily_reconcile as reconcile_last_day
 from ..outbox import post_automated
 from ..reply import Reply
+from ..scheduler import DONE, JobKind, JobRun
 from ..templating import render_reply
 from . import service
 from .models import Alert, Incident
-from .scheduler import DONE, JobRun, register_job_kind
 from .views import dur, incident_view, timeline_view
 
 WHAT = {
@@ -22,6 +24,7 @@ WHAT = {
     "exec_summary": "executive daily summary",
     "update_reminder": "update reminder",
     "escalation": "escalation",
+    "daily_reconcile": "daily reconcile",
 }
 
 
@@ -140,22 +143,11 @@ async def _escalate_alert(run: JobRun, alert_id: int):
     return alert.received_at + levels[alert.escalation_level][1].after
 
 
-register_job_kind("revenue_update", revenue_update)
-register_job_kind("engineering_update", engineering_update)
-register_job_kind("exec_summary", exec_summary)
-register_job_kind("update_reminder", update_reminder)
-register_job_kind("escalation", escalation)
-
-
-
-
 async def daily_reconcile(run: JobRun):
     """The billing issue's daily reconcile, posted to the incident channel (held in panic mode)."""
     services = run.services
     if services.stripe is None or not getattr(services.stripe, "configured", True):
         return None
-    from ..billing.views import daily_reconcile as reconcile_last_day
-
     reply = await reconcile_last_day(services)
     channel = run.settings.cfg.slack.incident_channel
     async with services.db.transaction() as session:
@@ -165,5 +157,12 @@ async def daily_reconcile(run: JobRun):
     return None
 
 
-WHAT["daily_reconcile"] = "daily reconcile"
-register_job_kind("daily_reconcile", daily_reconcile, every=timedelta(days=1), after_claim=True)
+INCIDENT_JOBS = (
+    JobKind("revenue_update", revenue_update),
+    JobKind("engineering_update", engineering_update),
+    JobKind("exec_summary", exec_summary),
+    JobKind("update_reminder", update_reminder),
+    JobKind("escalation", escalation),
+    # Stripe is read after the claim commits: no transaction open while it is waited on.
+    JobKind("daily_reconcile", daily_reconcile, every=timedelta(days=1), after_claim=True),
+)

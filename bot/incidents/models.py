@@ -1,5 +1,5 @@
-"""Incident tables: incidents, their timelines, monitoring alerts, and the
-scheduler's jobs (stored in the database so they survive restarts)."""
+"""Incident tables: incidents, their timelines and monitoring alerts (the jobs that
+post their cadences live in the core's `scheduled_jobs`, bot/models.py)."""
 
 from __future__ import annotations
 
@@ -75,25 +75,3 @@ class Alert(Base):
     acknowledged_at: Mapped[datetime | None]
     incident_id: Mapped[int | None] = mapped_column(BigId)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class ScheduledJob(Base):
-    """One scheduled job: due at `due_at`, every `every_seconds` (or once).
-
-    A worker claims a due job and runs it in one transaction (row lock with SKIP
-    LOCKED on PostgreSQL; SQLite write transactions are serial), then moves
-    `due_at` to the next slot after now: a long outage yields one catch-up run."""
-
-    __tablename__ = "scheduled_jobs"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(40))
-    incident_id: Mapped[int | None] = mapped_column(BigId, index=True)
-    due_at: Mapped[datetime] = mapped_column(index=True)
-    every_seconds: Mapped[float | None] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | done
-    runs: Mapped[int] = mapped_column(Integer, default=0)
-    last_run_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    data: Mapped[dict | None]

@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import Conflict, NotFound, UsageError
+from ..scheduler import stop_jobs, upsert_job
 from ..settings import Settings
 from . import links
 from .models import SEVERITIES, Incident, TimelineEntry
-from .scheduler import stop_jobs, upsert_job
 
 BOT = "revops"
 INCIDENT_JOB_KINDS = ("revenue_update", "engineering_update", "update_reminder", "exec_summary", "escalation")

@@ -1,4 +1,4 @@
-"""The FastAPI app factory."""
+"""The FastAPI app factory: the core's endpoints plus every family's routes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..clock import Clock
 from ..db import head_revision
+from ..family import Families
 from ..flags import read_flags
 from ..metrics import render
 from ..outbox import Sender
@@ -17,18 +18,16 @@ from ..settings import Settings
 from .auth import require_bearer
 from .request_id import RequestIdMiddleware
 from .slack_route import SlackEventsRoute
-from .stripe_routes import router as stripe_router
-from ..incidents.web import router as incidents_router
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None,
-               with_worker: bool | None = None) -> FastAPI:
+def create_app(settings: Settings, families: Families, *, clock: Clock | None = None,
+               sender: Sender | None = None, with_worker: bool | None = None) -> FastAPI:
     if with_worker is None:
         with_worker = settings.env.revops_worker_in_serve
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime = Runtime(settings, clock=clock, sender=sender, with_worker=with_worker)
+        runtime = Runtime(settings, families, clock=clock, sender=sender, with_worker=with_worker)
         await runtime.start()
         app.state.runtime = runtime
         try:
@@ -42,8 +41,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
     app.add_middleware(SlackEventsRoute)  # POST /slack/events goes straight to bolt (slack_route.py)
     app.add_middleware(RequestIdMiddleware)
 
-    app.include_router(stripe_router)
-    app.include_router(incidents_router)
+    for route in families.routes:  # POST /webhooks/stripe, the incident pages, POST /alerts...
+        app.include_router(route)
 
     @app.get("/flags")
     async def flags(request: Request):

@@ -153,7 +153,7 @@ def test_daily_reconcile_hook(stripe_bot):
 
 async def _run_daily(stripe_bot):
     from bot.billing.stripe_client import StripeClient
-    from bot.services import build_services
+    from bot.app import build_services
 
     services = build_services(stripe_bot.settings)
     try:

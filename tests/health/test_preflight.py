@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot import cli
+from bot import app
 from bot.db import Database, run_upgrade
 from bot.flags import set_flag
 from tests.support.harness import (ADMIN_KEY, ALERTS_TOKEN, BOT_TOKEN, RESPONDER, ROLES_TOML, SECRETS,
@@ -111,7 +111,7 @@ def test_cli_preflight_exit_codes(monkeypatch, tmp_path, db_url, fake_slack, cap
     # good: migrated, test key in development -> every line pass/warn, exit 0
     run_upgrade(db_url)
     _environment(monkeypatch, tmp_path, db_url, fake_slack.api_url)
-    assert cli.main(["preflight"]) == 0
+    assert app.main(["preflight"]) == 0
     good = capsys.readouterr().out
     assert "FAIL" not in good and "preflight (development): ready" in good
     assert "secrets: SLACK_BOT_TOKEN set" in good and "SLACK_APP_TOKEN missing" in good
@@ -122,7 +122,7 @@ def test_cli_preflight_exit_codes(monkeypatch, tmp_path, db_url, fake_slack, cap
         asyncio.run(_drop_schema(db_url))
     _environment(monkeypatch, tmp_path, fresh, fake_slack.api_url, REVOPS_ENV="production",
                  STRIPE_WEBHOOK_SECRET=None)
-    assert cli.main(["preflight"]) == 1
+    assert app.main(["preflight"]) == 1
     bad = capsys.readouterr().out
     lines = {ln.split()[1]: ln for ln in bad.splitlines() if ln[:4] in ("PASS", "WARN", "FAIL")}
     assert lines["webhook"].startswith("FAIL") and "fix:" in lines["webhook"]

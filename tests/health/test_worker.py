@@ -16,7 +16,7 @@ from bot.health.selfcheck import heartbeat_check
 from bot.jobs import periodic_jobs
 from bot.models import OutgoingMessage
 from bot.outbox import Deliverer
-from bot.services import build_services
+from bot.app import build_services
 from bot.worker import Worker
 from tests.support.harness import CHANNEL, make_settings
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.clock import FakeClock
-from bot.incidents.models import Incident, ScheduledJob, TimelineEntry
-from bot.models import OutgoingMessage
-from bot.services import build_services
+from bot.incidents.models import Incident, TimelineEntry
+from bot.models import OutgoingMessage, ScheduledJob
+from bot.app import build_services
 from tests.support.harness import Bot, make_settings
 
 INCIDENT_TOML = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.incidents.scheduler import run_due
+from bot.scheduler import run_due
 from tests.incidents.conftest import incident, jobs, outbox
 from tests.support.harness import ALERTS_TOKEN, RESPONDER, VIEWER, flatten
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.incidents.scheduler import next_due, run_due
+from bot.scheduler import next_due, run_due
 from tests.incidents.conftest import heads, jobs, outbox, timeline
 from tests.support.harness import ADMIN, CHANNEL, RESPONDER
 

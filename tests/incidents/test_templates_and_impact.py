@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
+from bot.app import runtime
 from bot.errors import SettingsError, UsageError
 from bot.incidents.impact import Impact, parse_figures, parse_rate, parse_traffic
-from bot.runtime import Runtime
-from bot.templating import render, render_check
 from bot.incidents.views import sample_contexts
+from bot.templating import render, render_check
 from tests.support.harness import RESPONDER, VIEWER, make_settings
 
 
@@ -26,7 +26,8 @@ def _settings(tmp_path, templates_dir: str | None = None):
 
 
 def test_every_packaged_template_renders(tmp_path):
-    assert render_check(_settings(tmp_path)) == []
+    settings = _settings(tmp_path)
+    assert render_check(settings, sample_contexts(settings)) == []
 
 
 def test_an_operator_copy_rewords_a_template(tmp_path):
@@ -34,8 +35,8 @@ def test_an_operator_copy_rewords_a_template(tmp_path):
     ops.mkdir()
     (ops / "update_reminder.md").write_text("Hey {{ incident.commander | mention }}, {{ since }} without news!\n")
     settings = _settings(tmp_path, str(ops))
-    assert render_check(settings) == []
     context = sample_contexts(settings)
+    assert render_check(settings, context) == []
     assert render(settings, "update_reminder.md", **context["update_reminder.md"]) == \
         "Hey <@U0RESPONDER>, 35m without news!"
     assert "Revenue-team update 2" in render(settings, "revenue_update.md", **context["revenue_update.md"])
@@ -46,10 +47,10 @@ def test_a_broken_template_stops_start_up_naming_it(tmp_path):
     ops.mkdir()
     (ops / "report.md").write_text("Report {{ incident.no_such_field }}\n")
     settings = _settings(tmp_path, str(ops))
-    problems = render_check(settings)
+    problems = render_check(settings, sample_contexts(settings))
     assert len(problems) == 1 and problems[0].startswith("template report.md")
     with pytest.raises(SettingsError, match="template report.md"):
-        asyncio.run(Runtime(settings).start())
+        asyncio.run(runtime(settings).start())
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REVOPS_", "DATABASE_"))}
     env.update(REVOPS_CONFIG=str(settings.config_path), DATABASE_URL=f"sqlite:///{tmp_path}/cli.db")
@@ -60,9 +61,9 @@ def test_a_broken_template_stops_start_up_naming_it(tmp_path):
     assert not (tmp_path / "cli.db").exists()  # nothing started
 
     (ops / "report.md").write_text("Report {% if %}\n")
-    assert render_check(settings)[0].startswith("template report.md line 1")
+    assert render_check(settings, sample_contexts(settings))[0].startswith("template report.md line 1")
     missing = _settings(tmp_path, str(tmp_path / "nowhere"))
-    assert "is not a folder" in render_check(missing)[0]
+    assert "is not a folder" in render_check(missing, sample_contexts(missing))[0]
 
 
 @pytest.mark.parametrize("raw, value", [("3.2%", 0.032), ("0.032", 0.032), ("0%", 0.0), ("100%", 1.0)])

@@ -16,8 +16,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from bot.incidents.scheduler import run_due
-from bot.services import build_services
+from bot.scheduler import run_due
+from bot.app import build_services
 from tests.incidents.conftest import outbox
 from tests.support.harness import BOT_TOKEN, RESPONDER, Bot, make_settings
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.db import Database
 from bot.models import OutgoingMessage
 from bot.settings import Settings, load_settings
-from bot.web.app import create_app
+from bot.app import create_app
 
 from .fake_slack import FakeSlack
 from .server import LiveServer

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
-from ..billing.webhooks import ingest
+from .webhooks import ingest
 from ..metrics import ACK_SECONDS, REGISTRY
 
 router = APIRouter()

@@ -1,0 +1,26 @@
+"""The billing family's registration: what it adds to the bot (read by bot/app.py)."""
+
+from __future__ import annotations
+
+from commands import credits, customer, reconcile, replay, sync
+
+from ..family import Family
+from ..services import Services
+from .demo import BILLING_TOUR, seed_billing
+from .routes import router
+from .stripe_client import StripeClient
+
+
+def attach_stripe(services: Services) -> None:
+    """The Stripe gateway every billing command, replay and reconcile goes through."""
+    services.stripe = StripeClient.from_settings(services.settings)
+
+
+family = Family(
+    "billing",
+    commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands),
+    routes=(router,),  # POST /webhooks/stripe
+    seeders=(seed_billing,),
+    tour=tuple(BILLING_TOUR),
+    setup=attach_stripe,
+)

@@ -1,0 +1,16 @@
+"""The grants family's registration: the four-eyes grant commands and the expiry sweep."""
+
+from __future__ import annotations
+
+from commands import grant
+
+from ..family import Family
+from .demo import GRANTS_TOUR
+from .jobs import GRANT_JOBS
+
+family = Family(
+    "grants",
+    commands=(grant.commands,),
+    jobs=GRANT_JOBS,  # pending requests past approval_ttl expire
+    tour=tuple(GRANTS_TOUR),
+)

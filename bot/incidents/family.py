@@ -1,0 +1,25 @@
+"""The incidents family's registration: commands, the timeline recorder, the cadence and
+escalation jobs, the pages and alert intake, the demo, and the templates it renders."""
+
+from __future__ import annotations
+
+from commands import impact, incident
+
+from ..family import Family
+from ..services import Recorder
+from .demo import INCIDENT_TOUR, seed_incidents
+from .jobs import INCIDENT_JOBS
+from .timeline import may_record, record_action
+from .views import sample_contexts
+from .web import router
+
+family = Family(
+    "incidents",
+    commands=(incident.commands, impact.commands),
+    recorders=(Recorder(record_action, may_record),),  # every action in an open incident's channel
+    jobs=INCIDENT_JOBS,
+    routes=(router,),  # GET /incidents, GET /incidents/{id}, POST /alerts
+    seeders=(seed_incidents,),
+    tour=tuple(INCIDENT_TOUR),
+    templates=sample_contexts,
+)
