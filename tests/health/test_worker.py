@@ -1,6 +1,7 @@
 """`revops worker` probes on its schedule (so the p95 has data), once per interval
-whatever the number of workers; a production service going down is recorded (held,
-not sent) for the incident channel in panic mode."""
+whatever the number of workers (the probe round is a job of the one scheduler); a
+production service going down is recorded (held, not sent) for the incident channel
+in panic mode."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from bot.flags import set_flag
 from bot.health.history import recent_p95
 from bot.health.models import HealthProbe
 from bot.health.selfcheck import heartbeat_check
-from bot.jobs import periodic_jobs
 from bot.models import OutgoingMessage
 from bot.outbox import Deliverer
 from bot.app import build_services
@@ -23,17 +23,17 @@ from tests.support.harness import CHANNEL, make_settings
 
 async def test_scheduled_probes_feed_the_p95_and_hold_down_posts_in_panic(tmp_path, db_url, fake_slack, monitored):
     settings = make_settings(tmp_path, db_url, fake_slack.api_url, extra_toml=monitored.toml())
-    (job,) = [j for j in periodic_jobs(settings) if j.name == "health_probes"]
-    assert job.every == timedelta(seconds=1)
     clock = FakeClock()
-    services = build_services(settings, clock=clock)
+    services, other = build_services(settings, clock=clock), build_services(settings, clock=clock)
+    assert services.scheduler.kinds["health_probes"].every_for(settings) == timedelta(seconds=1)
     await services.db.upgrade()
     try:
         async with services.db.transaction() as s:
             await set_flag(s, "panic", True, actor="U0ADMIN", at=clock.now())
-        first, second = (Worker(services, Deliverer(services.db, clock, None), jobs=[job]) for _ in range(2))
-        await first.tick()
-        await second.tick()  # same interval: the other worker already has this round
+        first = Worker(services, Deliverer(services.db, clock, None))
+        second = Worker(other, Deliverer(other.db, clock, None))  # another process, its own engine
+        assert "global:health_probes" in await first.tick()  # the first round is due at once
+        assert "global:health_probes" not in await second.tick()  # same interval: the first worker had it
 
         async def probes() -> int:
             async with services.db.transaction() as s:
@@ -41,8 +41,9 @@ async def test_scheduled_probes_feed_the_p95_and_hold_down_posts_in_panic(tmp_pa
 
         assert await probes() == 6
         clock.advance(1)
-        await job.run(services)  # next interval
+        assert "global:health_probes" in await second.drain()  # next interval: whichever worker comes first
         assert await probes() == 12
+        assert "global:health_probes" not in await first.drain()
 
         async with services.db.transaction() as s:
             posts = (await s.execute(select(OutgoingMessage))).scalars().all()
@@ -52,13 +53,14 @@ async def test_scheduled_probes_feed_the_p95_and_hold_down_posts_in_panic(tmp_pa
                                       .order_by(HealthProbe.id.desc()).limit(1))).scalar_one()
             (p95,) = (await recent_p95(s, [_Result("checkout", "production", 1000.0)], at=clock.now())).values()
             assert p95.samples == 2 and p95.within_slo and latest.version == "2.0.0"
-            beat = await heartbeat_check(s, settings, clock.now())
+            beat = await heartbeat_check(s, settings, clock.now() + timedelta(seconds=1))
             assert beat.status == "pass" and "last heartbeat 1s ago" in beat.detail
             stale = await heartbeat_check(s, settings, clock.now() + timedelta(minutes=10))
             assert stale.status == "warn"
         assert fake_slack.calls_of("chat.postMessage") == []
     finally:
         await services.db.dispose()
+        await other.db.dispose()
 
 
 class _Result:

@@ -62,6 +62,15 @@ async def outbox(services, channel: str | None = None, status: str | None = None
         return list((await s.execute(stmt)).scalars().all())
 
 
+# The other families' periodic jobs run on the same scheduler; an incident test looks at its own.
+OTHER_FAMILIES_JOBS = ("global:grant_expiry", "global:health_probes")
+
+
+def incident_runs(keys: list[str]) -> list[str]:
+    """The jobs a scheduler round ran, without the other families' sweeps."""
+    return [key for key in keys if key not in OTHER_FAMILIES_JOBS]
+
+
 def heads(messages) -> list[str]:
     return [m.reply["text"] for m in messages]
 

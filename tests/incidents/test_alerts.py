@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.scheduler import run_due
-from tests.incidents.conftest import incident, jobs, outbox
+from tests.incidents.conftest import incident, incident_runs, jobs, outbox
 from tests.support.harness import ALERTS_TOKEN, RESPONDER, VIEWER, flatten
 
 AUTH = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
@@ -45,7 +45,7 @@ async def test_alert_card_acknowledge_escalation_and_declare(ibot, services, clo
     assert "revops:incident.alert_ack" in card and "revops:incident.alert_declare" in card
     assert "Acknowledge within 15m; escalation has started" in card
 
-    assert await run_due(services) == 1  # L1 pages at once
+    assert incident_runs(await run_due(services)) == [f"alert:{alert_id}:escalation"]  # L1 pages at once
     assert "U0ONCALL" in str((await outbox(services, "C0ALERTS"))[-1].reply)
 
     denied = ibot.click_and_wait("revops:incident.alert_ack", str(alert_id), user=VIEWER)

@@ -3,20 +3,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from bot.scheduler import next_due, run_due
-from tests.incidents.conftest import heads, jobs, outbox, timeline
+from tests.incidents.conftest import heads, incident_runs, jobs, outbox, timeline
 from tests.support.harness import ADMIN, CHANNEL, RESPONDER
 
 
 async def test_cadences_reminder_and_escalation_level_by_level(ibot, services, clock):
     ibot.slash_text("incident declare P1 checkout conversion down", user=RESPONDER)
-    assert await run_due(services) == 1  # L1 (after 0m) escalates at once
+    assert incident_runs(await run_due(services)) == ["incident:1:escalation"]  # L1 (after 0m) at once
     clock.advance(timedelta(minutes=14))
-    assert await run_due(services) == 0
+    assert incident_runs(await run_due(services)) == []
     clock.advance(timedelta(minutes=1))
-    assert await run_due(services) == 1  # L2 at 15m
+    assert incident_runs(await run_due(services)) == ["incident:1:escalation"]  # L2 at 15m
     escalations = [m for m in await outbox(services, CHANNEL) if "Escalation" in m.reply["text"]]
     assert [("U0ONCALL" in str(m.reply), "U0EM" in str(m.reply)) for m in escalations] == [(True, False),
                                                                                          (False, True)]
@@ -24,31 +24,40 @@ async def test_cadences_reminder_and_escalation_level_by_level(ibot, services, c
     ibot.slash_text("incident ack", user=RESPONDER)  # stops escalation before L3 (1h)
 
     clock.advance(timedelta(minutes=14))  # t = 30m: first revenue update; no human update yet -> reminder
-    assert await run_due(services) == 2
-    new = heads(await outbox(services, CHANNEL))[-2:]
-    assert any(h.startswith(":moneybag: *Revenue-team update 1") for h in new)
-    assert any(h.startswith(":alarm_clock: *Reminder: no update on incident #1 for 30m") for h in new)
+    posted = len(await outbox(services, CHANNEL))
+    assert incident_runs(await run_due(services)) == ["incident:1:revenue_update", "incident:1:update_reminder"]
+    new = heads(await outbox(services, CHANNEL))[posted:]
+    assert len(new) == 2
+    assert new[0].startswith(":moneybag: *Revenue-team update 1")
+    assert new[1].startswith(":alarm_clock: *Reminder: no update on incident #1 for 30m")
 
     clock.advance(timedelta(minutes=10))
     ibot.slash_text("incident update payment provider is failing over", user=RESPONDER)
     clock.advance(timedelta(minutes=20))  # t = 60m: revenue 2 + engineering 1; human update 20m ago: no reminder
-    await run_due(services)
-    new = heads(await outbox(services, CHANNEL))[-2:]
-    assert sorted(h.split("*")[1].split(" —")[0] for h in new) == ["Engineering update 1", "Revenue-team update 2"]
+    posted = len(await outbox(services, CHANNEL))
+    assert incident_runs(await run_due(services)) == [
+        "incident:1:revenue_update", "incident:1:engineering_update", "incident:1:update_reminder"]
+    new = heads(await outbox(services, CHANNEL))[posted:]
+    assert [h.split("*")[1].split(" —")[0] for h in new] == ["Revenue-team update 2", "Engineering update 1"]
     clock.advance(timedelta(minutes=10))  # t = 70m: the window since the human update closes
-    assert await run_due(services) == 1
+    assert incident_runs(await run_due(services)) == ["incident:1:update_reminder"]
     assert "Reminder: no update on incident #1 for 30m" in heads(await outbox(services, CHANNEL))[-1]
-    clock.advance(timedelta(hours=3))
-    await run_due(services)
+    clock.advance(timedelta(hours=3))  # t = 4h10m: one catch-up each, in the order they fell due
+    assert incident_runs(await run_due(services)) == [
+        "incident:1:revenue_update", "incident:1:update_reminder", "incident:1:engineering_update"]
     assert not any("Escalation" in h and "U0VP" in h for h in heads(await outbox(services)))
 
     kinds = [e.kind for e in await timeline(services, 1)]
-    assert kinds.count("auto_post") >= 6 and "escalation" not in kinds
+    # L1, L2; revenue 1 + reminder; revenue 2 + engineering 1; reminder; the three catch-ups
+    assert kinds.count("auto_post") == 10 and "escalation" not in kinds
     ibot.slash_text("incident resolve failover finished", user=RESPONDER)
     clock.advance(timedelta(hours=2))
     before = len(await outbox(services))
-    assert await run_due(services) == 0 or len(await outbox(services)) == before
-    assert all(j.status == "done" for j in await jobs(services, 1))
+    assert incident_runs(await run_due(services)) == []  # resolving stopped every job of the incident
+    assert len(await outbox(services)) == before
+    assert {j.key: j.status for j in await jobs(services, 1)} == {
+        "incident:1:revenue_update": "done", "incident:1:engineering_update": "done",
+        "incident:1:update_reminder": "done", "incident:1:exec_summary": "done", "incident:1:escalation": "done"}
 
 
 async def test_a_ten_minute_clock_jump_posts_one_catch_up(fast_bot, fast_services, clock):
@@ -56,13 +65,14 @@ async def test_a_ten_minute_clock_jump_posts_one_catch_up(fast_bot, fast_service
     fast_bot.slash_text("incident declare P1 checkout conversion down", user=RESPONDER)
     fast_bot.slash_text("incident ack", user=RESPONDER)
     clock.advance(timedelta(seconds=30))
-    await run_due(services)
+    assert incident_runs(await run_due(services)) == ["incident:1:revenue_update", "incident:1:update_reminder"]
     assert sum("Revenue-team update 1" in h for h in heads(await outbox(services))) == 1
     assert "global:daily_reconcile" in [j.key for j in await jobs(services)]  # the billing hook, daily
 
     clock.advance(timedelta(minutes=10))  # the worker was down for ten minutes: 20 revenue slots
-    await run_due(services)
-    await run_due(services)  # a second tick at the same instant runs nothing again
+    assert incident_runs(await run_due(services)) == [  # once each, whatever the slots missed
+        "incident:1:revenue_update", "incident:1:engineering_update", "incident:1:update_reminder"]
+    assert await run_due(services) == []  # a second tick at the same instant runs nothing again
     posts = heads(await outbox(services))
     revenue = [h for h in posts if "Revenue-team update" in h]
     engineering = [h for h in posts if "Engineering update" in h]
@@ -71,10 +81,11 @@ async def test_a_ten_minute_clock_jump_posts_one_catch_up(fast_bot, fast_service
     assert "Catch-up: 19 scheduled updates could not be posted on time" in str(latest.reply)
     # the cadence resumes from the present, not from the missed slots
     clock.advance(timedelta(seconds=29))
-    await run_due(services)
+    assert incident_runs(await run_due(services)) == []
     assert sum("Revenue-team update" in h for h in heads(await outbox(services))) == 2
-    clock.advance(timedelta(seconds=1))
-    await run_due(services)
+    clock.advance(timedelta(seconds=1))  # t = 11m: the next slot of all three
+    assert incident_runs(await run_due(services)) == [
+        "incident:1:revenue_update", "incident:1:engineering_update", "incident:1:update_reminder"]
     assert sum("Revenue-team update" in h for h in heads(await outbox(services))) == 3
 
 
@@ -101,17 +112,17 @@ async def test_panic_mode_records_what_would_have_been_posted(fast_bot, fast_ser
 
     fast_bot.slash_text("panic off", user=ADMIN)
     clock.advance(timedelta(seconds=30))
-    await run_due(services)
-    assert "Revenue-team update 2" in heads(await outbox(services, status="pending"))[-1] or \
-        any("Revenue-team update 2" in h for h in heads(await outbox(services)))
-    fake_slack.wait_for("chat.postMessage", sent_before + 2)  # panic-off announcement + update 2
+    assert incident_runs(await run_due(services)) == ["incident:1:revenue_update", "incident:1:update_reminder"]
+    (update2,) = [m for m in await outbox(services) if "Revenue-team update 2" in m.reply["text"]]
+    assert update2.status != "held"  # queued for Slack (the live bot may have sent it already)
+    fake_slack.wait_for("chat.postMessage", sent_before + 3)  # panic-off announcement, update 2, reminder
     texts = [c.params.get("text", "") for c in fake_slack.calls_of("chat.postMessage")]
     assert not any("Revenue-team update 1" in t for t in texts)  # the held one never goes out
-    assert any("Revenue-team update 2" in t for t in texts)
+    assert sum("Revenue-team update 2" in t for t in texts) == 1
 
 
 def test_next_due_skips_missed_slots():
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     due = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     every = timedelta(seconds=30)
