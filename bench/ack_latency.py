@@ -135,7 +135,7 @@ def run(requests: int, levels: list[int], db: str = "sqlite") -> dict:
     seed(env)
     servers = {}
     try:
-        servers["revops"] = start_server("bot.web.asgi:app", env)
+        servers["revops"] = start_server("bot.asgi:app", env)
         servers["bare-bolt"] = start_server("bench.bare_bolt_app:app", env)
         rows = []
         for text in COMMANDS:

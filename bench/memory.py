@@ -62,7 +62,7 @@ def run(requests: int, concurrency: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="revops-mem-bench-"))
     env = env_for(tmp, slack)
     seed(env)
-    proc, url = start_server("bot.web.asgi:app", env)
+    proc, url = start_server("bot.asgi:app", env)
     try:
         start = rss_mb(proc.pid)
         asyncio.run(fire(url, 500, concurrency, slack))

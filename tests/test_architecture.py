@@ -6,12 +6,17 @@ every registration is wired in; and no module imports inside a function to dodge
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import tomllib
 from importlib import import_module
 from pathlib import Path
 
 from bot.app import FAMILIES
 from bot.family import Family
 from bot.registry import CommandSet
+from bot.settings import example_config_path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSITION_ROOT = "bot.app"
@@ -165,3 +170,17 @@ def test_the_checks_catch_what_they_look_for():
     ]
     assert function_level_imports(lazy) == [4, 10]
     assert function_level_imports("if True:\n    import os\nclass C:\n    import sys\n") == []
+
+
+def test_the_entry_points_start_from_the_root(tmp_path):
+    """`python -m bot`, the `revops` script and `uvicorn bot.asgi:app` all build the app through bot/app.py."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
+    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/asgi.db", REVOPS_CONFIG=str(example_config_path()),
+               PYTHONPATH=str(ROOT))
+    probe = ("import bot.asgi; print(sorted(bot.asgi.app.url_path_for(name) for name in "
+             "('stripe_webhook', 'alerts', 'incidents_page', 'flags')))")  # the families' routes and the core's
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['/alerts', '/flags', '/incidents', '/webhooks/stripe']"
+    script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["revops"]
+    assert script == "bot.app:main"
