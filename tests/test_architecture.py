@@ -136,10 +136,19 @@ def test_every_registration_is_wired_into_the_root():
     assert unregistered == []
 
 
+# Deliberate exceptions, each with its reason; an entry that no longer occurs fails the test too.
+FUNCTION_LEVEL_IMPORTS_ALLOWED = {
+    # `ingest` -> `batch.group_commit` -> webhooks: the webhook path (group commit or not, ONE
+    # store-once-and-apply path) is being reworked separately under issue 13; drop this with it.
+    "bot.billing.webhooks",
+}
+
+
 def test_no_import_inside_a_function():
-    problems = [f"{module}:{line}" for module, (source, _) in project_files().items()
-                for line in function_level_imports(source)]
-    assert problems == []
+    found = {module: lines for module, (source, _) in project_files().items()
+             if (lines := function_level_imports(source))}
+    assert {m: lines for m, lines in found.items() if m not in FUNCTION_LEVEL_IMPORTS_ALLOWED} == {}
+    assert FUNCTION_LEVEL_IMPORTS_ALLOWED <= set(found), "remove the allowance: the import is gone"
 
 
 def test_the_checks_catch_what_they_look_for():
