@@ -75,7 +75,8 @@ async def run(count: int, workers: int) -> dict:
         clock.advance(timedelta(hours=1, seconds=1))  # revenue (30m) and engineering (1h) updates are due
         ticks: list[float] = []
         started = time.perf_counter()
-        ran = await asyncio.gather(*(worker_loop(s, Scheduler(s.scheduler.kinds.values(), f"w{i}"), ticks) for i, s in enumerate(fleet)))
+        schedulers = [Scheduler(s.scheduler.kinds.values(), f"w{i}") for i, s in enumerate(fleet)]
+        ran = await asyncio.gather(*(worker_loop(s, sch, ticks) for s, sch in zip(fleet, schedulers)))
         elapsed = time.perf_counter() - started
         async with first.db.transaction() as session:
             texts = [json.dumps(r) for r in (await session.execute(select(OutgoingMessage.reply))).scalars()]

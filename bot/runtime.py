@@ -58,7 +58,8 @@ class Runtime:
         self.slack_handler = AsyncSlackRequestHandler(self.slack_app)
 
     async def start(self) -> None:
-        check_templates(self.settings, self.services.template_samples(self.settings))  # a template that fails to render stops start-up, naming it
+        # A template that fails to render stops start-up, naming it.
+        check_templates(self.settings, self.services.template_samples(self.settings))
         await self.services.db.upgrade()
         self.build_slack()
         self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))

@@ -174,7 +174,8 @@ def test_the_checks_catch_what_they_look_for():
         "bot.web.fake:1 imports bot.incidents.views", "bot.web.fake:1 imports bot.incidents.views.sample_contexts",
     ]
     assert direction_violations(files) == [
-        "bot.grants.service:1 (family code) imports commands", "bot.grants.service:1 (family code) imports commands.grant",
+        "bot.grants.service:1 (family code) imports commands",
+        "bot.grants.service:1 (family code) imports commands.grant",
         "bot.health.job:1 reads the registration bot.incidents.family",
     ]
     assert function_level_imports(lazy) == [4, 10]
