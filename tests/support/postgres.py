@@ -27,7 +27,10 @@ def _binary(name: str) -> str | None:
 
 
 class PostgresServer:
-    def __init__(self):
+    def __init__(self, *, durable: bool = False):
+        # durable: fsync, synchronous_commit and full_page_writes on (PostgreSQL's defaults), as a
+        # benchmark of durable commits needs; the test run turns them off, it needs no crash safety.
+        self.durable = durable
         self.external = os.environ.get("REVOPS_TEST_PG_URL")
         self.datadir: str | None = None
         self.port: int | None = None
@@ -54,8 +57,9 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr[-500:]}")
         self.port = free_port()
-        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -c fsync=off -c synchronous_commit=off "
-                f"-c full_page_writes=off -c max_connections=300")
+        durability = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if self.durable else
+                      "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} {durability} -c max_connections=300"
         result = self._run([pg_ctl, "-D", self.datadir, "-o", opts, "-l", f"{self.datadir}/log", "-w", "-t", "60",
                             "start"])
         if result.returncode != 0:
