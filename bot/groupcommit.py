@@ -15,7 +15,7 @@ The batches of one burst run on one connection the task keeps until nothing wait
 not pay the pool's checkout and return.
 
 Used by Stripe webhook deliveries (billing/batch.py) and by the router's recording point after a
-quick read (router.py).
+quick read (router.py), each owning its instance (the app's lifespan, the router).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Generic, TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .errors import DatabaseUnavailable
@@ -66,6 +66,13 @@ class GroupCommit(Generic[Item]):
         self._waiting: list[_Waiting[Item]] = []
         self._task: asyncio.Task | None = None
         self._connection: AsyncConnection | None = None
+
+    async def aclose(self) -> None:
+        """Let the batch being written finish (the app's shutdown, after its last request)."""
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(task)
 
     async def store_batch(self, transaction: Transaction, items: list[Item]) -> list[Any]:
         raise NotImplementedError
@@ -153,8 +160,10 @@ class GroupCommit(Generic[Item]):
 
 
 def database_down(exc: BaseException) -> bool:
-    return isinstance(exc, (DatabaseUnavailable, OSError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    """The database is unreachable or lost the connection (not a bug, not bad data)."""
+    return isinstance(exc, (DatabaseUnavailable, OSError, ConnectionError)) or (
+        isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError,
+                                                                                         InterfaceError))))
 
 
 def _settle(answer: asyncio.Future, outcome: Any) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bot.billing.models import StripeEvent
-from bot.billing.webhooks import Result, reapply
+from bot.billing.events import Result, store_and_apply
 from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import NotFound, UpstreamError, UsageError
@@ -54,7 +54,7 @@ async def replay_event(ctx: Context, args: dict) -> Reply:
         note = (f"{note.removesuffix('; nothing was changed')}: replayed the bot's stored copy" if note
                 else "Stripe no longer has this event: replayed the bot's stored copy")
     previous = stored.status if stored else None
-    result = await reapply(ctx.session, event, source="replay", now=ctx.now)
+    [result] = await store_and_apply(ctx.session, [event], source="replay", now=ctx.now, again=True)
     ctx.note(subject=event_id, detail=f"{result.status}: {result.detail}"[:400])
     kind = event.get("type")
     if result.status == "failed":
@@ -106,7 +106,8 @@ async def replay_failed(ctx: Context, args: dict) -> Reply:
 
 
 async def _replay_rows(ctx: Context, rows: list[StripeEvent], what: str) -> Reply:
-    results = [await reapply(ctx.session, row.payload, source="replay", now=ctx.now) for row in rows]
+    results = await store_and_apply(ctx.session, [row.payload for row in rows], source="replay", now=ctx.now,
+                                    again=True)
     fixed = sum(1 for r in results if r.status != "failed")
     ctx.note(subject="stripe-events", detail=f"replayed {len(results)} {what}: {fixed} no longer failing")
     if not results:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from . import ledger
 from .mirror import upsert_customer, upsert_invoice, upsert_subscription
-from .webhooks import store_and_apply
+from .events import store_and_apply
 
 
 async def seed_billing(services) -> None:
@@ -39,16 +39,16 @@ async def seed_billing(services) -> None:
                                   reason="trial credits", actor="U0APPROVER", idempotency_key="demo:grace:1",
                                   at=now - timedelta(days=2))
         # Two billing events as the webhook would have stored them: one applied, one that failed.
-        await store_and_apply(session, {
+        await store_and_apply(session, [{
             "id": "evt_DEMOpaymentfailed", "type": "invoice.payment_failed", "created": version, "livemode": False,
             "data": {"object": {"id": "in_DEMOada0002", "customer": ada["id"], "status": "open", "attempt_count": 2,
                                 "amount_due": 4900, "currency": "usd", "created": version - 86400}},
-        }, source="webhook", now=now)
-        await store_and_apply(session, {
+        }], source="webhook", now=now)
+        await store_and_apply(session, [{
             "id": "evt_DEMOcheckoutbad", "type": "checkout.session.completed", "created": version, "livemode": False,
             "data": {"object": {"id": "cs_DEMObad", "customer": ada["id"], "payment_status": "paid",
                                 "metadata": {"credits": "ten"}}},
-        }, source="webhook", now=now)
+        }], source="webhook", now=now)
 
 
 BILLING_TOUR: list[tuple[str, str]] = [

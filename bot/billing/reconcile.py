@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import StripeEvent, StripeSubscription
 from .stripe_client import StripeClient
-from .webhooks import Result, store_and_apply
+from .events import Result, store_and_apply
 
 STALE_AFTER = timedelta(hours=24)
 
@@ -126,9 +126,8 @@ async def replay_missed(session: AsyncSession, stripe: StripeClient, *, since: d
     """Fetch the window's events from Stripe (all of them, before writing anything) and store and
     apply the ones never stored, oldest first."""
     events = await stripe.events_between(since, until)
-    results = [await store_and_apply(session, event, source="reconcile", now=now)
-               for event in await missed_events(session, events)]
-    return ReplaySummary(results)
+    return ReplaySummary(await store_and_apply(session, await missed_events(session, events), source="reconcile",
+                                               now=now))
 
 
 async def daily_report(services, days: int = 1) -> ReconcileReport:

@@ -85,13 +85,26 @@ def test_replay_uses_the_stored_copy_when_stripe_no_longer_has_it(stripe_bot):
     assert "already applied" in text and "Stripe no longer has this event: replayed the bot's stored copy" in text
 
 
+def test_an_event_received_by_webhook_and_replayed_is_applied_once(stripe_bot):
+    event = make_event("checkout.session.completed", {
+        "id": "cs_w", "object": "checkout.session", "customer": "cus_w", "client_reference_id": "acct_w",
+        "payment_status": "paid", "metadata": {"credits": "15"}})
+    assert stripe_bot.post_event(event).json()["status"] == "processed"
+    text = stripe_bot.answer(f"replay {event['id']}", user=RESPONDER)
+    assert "was already applied; nothing changed" in text and "15 credits already added to acct_w" in text
+    assert stripe_bot.post_event(event).json()["status"] == "duplicate"
+    assert [a.balance for a in stripe_bot.rows(Account, Account.id == "acct_w")] == [15]
+    [stored] = stripe_bot.rows(StripeEvent)
+    assert (stored.status, stored.source, stored.attempts) == ("processed", "webhook", 2)
+
+
 def _fail_a_stored_event(stripe_bot, event):
     """Store an event as failed, as a past bug or outage would have left it."""
     async def go():
         db = Database(stripe_bot.settings.env.database_url)
         try:
             async with db.transaction() as session:
-                from bot.billing.webhooks import event_row
+                from bot.billing.events import event_row
 
                 row = event_row(event, source="webhook", now=stripe_bot.runtime.services.clock.now())
                 row.update(status="failed", error="RuntimeError: simulated outage", detail="simulated")

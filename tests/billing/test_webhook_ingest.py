@@ -159,8 +159,8 @@ def test_answers_503_only_when_the_event_cannot_be_stored(webhook_bot, db_url):
 
         asyncio.run(drop())
         dead = services.db
-    live = services.db
-    services.db = dead
+    live, deliveries = services.db, webhook_bot.app.state.stripe_webhooks  # (the app's group commit)
+    services.db = deliveries.db = dead
     try:
         event = make_event("customer.subscription.created", _sub())
         started = time.perf_counter()
@@ -171,7 +171,7 @@ def test_answers_503_only_when_the_event_cannot_be_stored(webhook_bot, db_url):
         # Bad signatures are still 400 (checked before the database is touched).
         assert post_event(webhook_bot.http, "whsec_wrong", event).status_code == 400
     finally:
-        services.db = live
+        services.db = deliveries.db = live
 
 
 def test_credits_command_shows_balance_and_entries(webhook_bot):
