@@ -228,6 +228,21 @@ async def _durability(database_url: str) -> tuple[bool, str]:
         await db.dispose()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (aiosqlite's included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pid: int, port: int, requests, concurrency: int) -> dict:
+    """One load against one server, with the server process's CPU time per request."""
+    before = _cpu_seconds(pid)
+    figures = asyncio.run(_load(port, requests, concurrency))
+    figures["cpu_ms_per_request"] = 1000 * (_cpu_seconds(pid) - before) / len(requests)
+    return figures
+
+
 def _load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -262,8 +277,8 @@ def run_one(db: str, n: int, concurrency: int, duplicates: float, rounds: int, p
         for _ in range(rounds):
             requests, dup_count = make_bodies(n, duplicates)
             prefix = json.loads(requests[0][0])["id"][len("evt_bench"):len("evt_bench") + 8]
-            baseline = asyncio.run(_load(baseline_port, requests, concurrency))
-            ingest = asyncio.run(_load(revops_port, requests, concurrency))
+            baseline = _measured(baseline_proc.pid, baseline_port, requests, concurrency)
+            ingest = _measured(revops_proc.pid, revops_port, requests, concurrency)
             check = asyncio.run(_verify(database_url, n, prefix))
             # Applied twice: more "processed" answers than events, or fewer duplicates answered than sent.
             check["doubled"] = max(0, ingest["statuses"].get("processed", 0) - n,
@@ -315,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  load average {r['load_average']['before']} before, {r['load_average']['after']} after")
         for n, t in enumerate(r["turns"], 1):
             print(f"  round {n}: verify-only {t['baseline']['rps']:6.0f} req/s, revops {t['ingest']['rps']:6.0f} req/s "
-                  f"(p50 {t['ingest']['p50_ms']:.1f} ms, p99 {t['ingest']['p99_ms']:.1f} ms): {t['ratio']:.2f}x")
+                  f"(p50 {t['ingest']['p50_ms']:.1f} ms, p99 {t['ingest']['p99_ms']:.1f} ms): {t['ratio']:.2f}x; "
+                  f"server CPU per request {t['baseline']['cpu_ms_per_request']:.2f} / "
+                  f"{t['ingest']['cpu_ms_per_request']:.2f} ms")
         print(f"  median round: verify-only {b['rps']:.0f} req/s, revops {i['rps']:.0f} req/s")
         print(f"  ratio: {r['ratio']:.2f}x the verify-only floor (target >= {r['target']:.2f}x)")
         print(f"  stored {c['events']} (processed {c['processed']}), customers {c['customers']}, "

@@ -20,9 +20,10 @@ Nobody sees an event's row before the transaction commits, and then with its out
 database is unavailable it raises (the webhook answers 503, so Stripe retries).
 
 Cheaper than it reads, because a transaction's statements are what a delivery costs (on SQLite
-each is a trip to aiosqlite's thread, behind the one writer; on PostgreSQL a round trip):
-several events share one SAVEPOINT first, and only if a handler raises is it rolled back and
-each event applied again under its own. The `*.created` events at the head of `events` insert
+each is several trips to aiosqlite's thread, behind the one writer; on PostgreSQL a round
+trip): several events share one SAVEPOINT first, and only if a handler raises is it rolled back
+and each event applied again under its own (the group commit, whose transaction holds nothing
+else, skips even that one: `isolate=False`). The `*.created` events at the head of `events` insert
 their objects together (`mirror.create_all`: one INSERT per table), and their rows are claimed
 with the outcome they will have ("added to the mirror"), so nothing is updated afterwards; when
 one of those objects exists already, the shared savepoint is rolled back and every event goes
@@ -72,10 +73,15 @@ def event_row(event: dict[str, Any], *, source: str, now: datetime) -> dict[str,
 
 
 async def store_and_apply(session: AsyncSession, events: list[dict[str, Any]], *, source: str, now: datetime,
-                          again: bool = False) -> list[Result]:
+                          again: bool = False, isolate: bool = True) -> list[Result]:
     """Store each event once by id and apply it (see the module docstring); one Result per
     event, in order. Raises, for the caller to roll back, when the database is unavailable or
-    refuses a statement outside a handler."""
+    refuses a statement outside a handler.
+
+    `isolate=False` is for a caller whose transaction holds nothing else and which stores the
+    events again one at a time when it fails (the webhook's group commit, batch.py): its
+    transaction then stands in for the shared savepoint, and a handler that raises (or a
+    creation whose object exists already) raises here."""
     rows: dict[str, dict[str, Any]] = {}  # event id -> its claimed row, as first delivered
     for event in events:
         if event["id"] not in rows:
@@ -84,7 +90,7 @@ async def store_and_apply(session: AsyncSession, events: list[dict[str, Any]], *
     to_apply = [row["payload"] for event_id, row in rows.items() if event_id in claimed or again]
     outcomes: dict[str, Result] = {}
     fresh, stored = [], []
-    for event, (applied, error) in zip(to_apply, await _apply_all(session, to_apply, now)):
+    for event, (applied, error) in zip(to_apply, await _apply_all(session, to_apply, now, isolate)):
         event_id, row = event["id"], rows[event["id"]]
         outcomes[event_id] = Result(event_id, True, applied.status, applied.detail, applied.changed)
         outcome = dict(b_id=event_id, b_status=applied.status, b_detail=applied.detail[:2000], b_error=error)
@@ -114,9 +120,12 @@ def _claim_row(event: dict[str, Any], source: str, now: datetime) -> dict[str, A
     return row
 
 
-async def _apply_all(session: AsyncSession, events: list[dict[str, Any]],
-                     now: datetime) -> list[tuple[Applied, str | None]]:
-    """Each event's outcome and error, applied in order as if each were under its own SAVEPOINT."""
+async def _apply_all(session: AsyncSession, events: list[dict[str, Any]], now: datetime,
+                     isolate: bool) -> list[tuple[Applied, str | None]]:
+    """Each event's outcome and error, applied in order as if each were under its own SAVEPOINT
+    (or, not isolated, all together: anything that raises is the caller's to undo)."""
+    if not isolate:
+        return [(outcome, None) for outcome in await _apply_together(session, events, now)]
     if len(events) > 1:
         savepoint = await session.begin_nested()
         try:

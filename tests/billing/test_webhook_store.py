@@ -174,9 +174,11 @@ async def test_a_batch_leaves_what_storing_its_events_one_by_one_leaves(db, twin
     assert stored["evt_b0016"] == "subscription sub_b1: status incomplete → active"
 
 
-async def test_a_failing_handler_is_stored_failed_and_the_others_as_usual(db, twin):
-    # A credit pack before the failing event: undone with the batch's shared savepoint and applied
-    # again under its own, it must still be credited exactly once.
+@pytest.mark.parametrize("way", ["group commit", "one transaction"])
+async def test_a_failing_handler_is_stored_failed_and_the_others_as_usual(db, twin, way):
+    # A credit pack before the failing event: undone with the batch (the group commit's
+    # transaction, or the shared savepoint inside one transaction) and applied again on its own,
+    # it must still be credited exactly once.
     events = [
         _event("customer.created", _customer(1), 1),
         _event("checkout.session.completed", _checkout("cs_ok", credits="10"), 2),
@@ -184,8 +186,12 @@ async def test_a_failing_handler_is_stored_failed_and_the_others_as_usual(db, tw
         _event("customer.created", _customer(2), 4),
         _event("customer.created", _customer(1), 1),
     ]
-    group = WebhookGroupCommit(db)
-    answers = await asyncio.gather(*[group.submit(e, NOW) for e in events])
+    if way == "group commit":
+        group = CountingGroupCommit(db)
+        answers = await asyncio.gather(*[group.submit(e, NOW) for e in events])
+        assert group.sizes == [5]
+    else:
+        answers = await _store(db, events)
     assert [(a.event_id, a.status) for a in answers] == [
         ("evt_b0001", "processed"), ("evt_b0002", "processed"), ("evt_b0003", "failed"), ("evt_b0004", "processed"),
         ("evt_b0001", "duplicate")]
