@@ -137,11 +137,7 @@ def test_every_registration_is_wired_into_the_root():
 
 
 # Deliberate exceptions, each with its reason; an entry that no longer occurs fails the test too.
-FUNCTION_LEVEL_IMPORTS_ALLOWED = {
-    # `ingest` -> `batch.group_commit` -> webhooks: the webhook path (group commit or not, ONE
-    # store-once-and-apply path) is being reworked separately under issue 13; drop this with it.
-    "bot.billing.webhooks",
-}
+FUNCTION_LEVEL_IMPORTS_ALLOWED: set[str] = set()
 
 
 def test_no_import_inside_a_function():
