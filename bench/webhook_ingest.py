@@ -269,7 +269,8 @@ def run_one(db: str, n: int, concurrency: int, duplicates: float, rounds: int, p
         procs.append(revops_proc)
         durable, settings = asyncio.run(_durability(database_url))
 
-        warm, _ = make_bodies(200, 0.0)
+        # Warm both as the rounds will run them (every batch size's statements compiled and prepared).
+        warm, _ = make_bodies(1000, duplicates)
         asyncio.run(_load(baseline_port, warm, concurrency))
         asyncio.run(_load(revops_port, warm, concurrency))
 
