@@ -7,7 +7,8 @@ against a bare bolt AsyncApp on FastAPI whose /revops only acknowledges, measure
 Both servers run as `uvicorn` subprocesses on loopback with the same fake Slack Web API; the load
 comes from this process (bench/loadgen.py: keep-alive connections, requests signed before the
 clock starts, every connection warmed first). Prints p50/p99 per command and concurrency and
-the ratio of revops' p99 to the floor's. Target: p99 <= 1.3x the floor and under 100 ms.
+the ratio of revops' p99 to the floor's, against the target of SPEC §9: p99 <= 1.3x the floor at
+c=1, <= 2.0x at c=8, and under 100 ms at c=32. Exits 1 when a row misses its target.
 """
 
 from __future__ import annotations
@@ -116,6 +117,21 @@ async def measure(url: str, text: str, total: int, concurrency: int, slack: Fake
     return await run_load(host, int(port), "/slack/events", make_request, total=total, concurrency=concurrency)
 
 
+def target(concurrency: int) -> tuple[str, float | None, float | None]:
+    """SPEC §9 for one concurrency: (words, the highest p99 ratio, the highest p99 in ms)."""
+    if concurrency <= 1:
+        return "<= 1.3x", 1.3, None
+    if concurrency <= 8:
+        return "<= 2.0x", 2.0, None
+    return "< 100 ms", None, 100.0
+
+
+def meets(row: dict) -> bool:
+    _, max_ratio, max_ms = target(row["concurrency"])
+    return ((max_ratio is None or row["p99_ratio"] <= max_ratio)
+            and (max_ms is None or row["revops_p99_ms"] < max_ms))
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -148,12 +164,14 @@ def run(requests: int, levels: list[int], db: str = "sqlite") -> dict:
                 ratio = figures["revops"]["p99_ms"] / figures["bare-bolt"]["p99_ms"]
                 rows.append({"db": db, "command": text, "concurrency": concurrency, **{
                     f"{name}_{k}": round(v, 2) for name, f in figures.items() for k, v in f.items()},
-                    "p99_ratio": round(ratio, 2)})
+                    "p99_ratio": round(ratio, 2), "target": target(concurrency)[0]})
+                rows[-1]["met"] = meets(rows[-1])
                 print(f"[{db}] {text:<18} c={concurrency:<3} revops p50 {figures['revops']['p50_ms']:6.1f} ms "
                       f"p99 {figures['revops']['p99_ms']:6.1f} ms | bare bolt p50 {figures['bare-bolt']['p50_ms']:6.1f} ms "
-                      f"p99 {figures['bare-bolt']['p99_ms']:6.1f} ms | p99 ratio {ratio:4.2f}x", flush=True)
+                      f"p99 {figures['bare-bolt']['p99_ms']:6.1f} ms | p99 ratio {ratio:4.2f}x | target {rows[-1]['target']}: "
+                      f"{'met' if rows[-1]['met'] else 'MISSED'}", flush=True)
         return {"requests": requests, "rows": rows,
-                "target": "revops p99 <= 1.3x bare bolt p99 and < 100 ms"}
+                "target": "p99 <= 1.3x bare bolt at c=1, <= 2.0x at c=8, < 100 ms at c=32"}
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -181,6 +199,9 @@ def main() -> None:
         result["rows"] += one["rows"]
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    missed = [r for r in result["rows"] if not r["met"]]
+    print(f"{len(result['rows']) - len(missed)} of {len(result['rows'])} rows meet their target")
+    raise SystemExit(1 if missed else 0)
 
 
 if __name__ == "__main__":
