@@ -126,8 +126,9 @@ def markdown(r: dict) -> str:
     for row in (r.get("ack_latency") or {}).get("rows", []):
         lines.append(f"| ack `/revops {row['command']}` ({row.get('db', 'sqlite')}), c={row['concurrency']} | "
                      f"p50 {row['revops_p50_ms']:.1f} ms, "
-                     f"p99 {row['revops_p99_ms']:.1f} ms | bare bolt p99 {row['bare-bolt_p99_ms']:.1f} ms | "
-                     f"{row['p99_ratio']:.2f}x | {_ack_target(row)} |")
+                     f"p99 {row['revops_p99_ms']:.1f} ms | bare bolt p99 {row['bare-bolt_p99_ms']:.1f} ms "
+                     f"(answering at once: {row.get('bolt-immediate_p99_ms', float('nan')):.1f} ms) | "
+                     f"{row['p99_ratio']:.2f}x ({row.get('p99_ratio_immediate', float('nan')):.2f}x) | {_ack_target(row)} |")
     for w in r.get("webhook_ingest") or []:
         lines.append(f"| webhook ingest ({w['db']}), c={w['concurrency']}, 10% duplicates | "
                      f"{w['ingest']['rps']:.0f} req/s, lost {w['check']['lost']}, doubled {w['check']['doubled']} | "
