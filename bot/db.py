@@ -99,9 +99,9 @@ def _sqlite_connections(engine: AsyncEngine, *pragmas: str) -> None:
     recipe for pysqlite/aiosqlite), then the pragmas."""
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
         for pragma in (*SQLITE_PRAGMAS, *pragmas):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
@@ -225,16 +225,16 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     before the failure, so the next request starts on fresh ones."""
 
     @event.listens_for(engine.sync_engine, "checkin")
-    def _checked_in(_dbapi_conn, record):
+    def _checked_in(dbapi_connection, record):
         record.info["revops_idle_since"] = time.monotonic()
 
     @event.listens_for(engine.sync_engine, "checkout")
-    def _checked_out(dbapi_conn, record, _proxy):
+    def _checked_out(dbapi_connection, record, _proxy):
         since = record.info.get("revops_idle_since")
         if since is None or time.monotonic() - since < IDLE_PING_S:
             return  # new, or in steady use
         try:
-            dbapi_conn.ping()
+            dbapi_connection.ping()
         except Exception as exc:  # the pool discards this connection and tries another
             raise DisconnectionError(f"pooled connection failed its ping: {type(exc).__name__}") from exc
 
@@ -312,9 +312,9 @@ class Database:
         if self.url.startswith("sqlite"):
             _ensure_sqlite_dir(self.url)
 
-        def _run(sync_conn):
+        def _run(sync_connection):
             cfg = alembic_config()
-            cfg.attributes["connection"] = sync_conn
+            cfg.attributes["connection"] = sync_connection
             alembic_command.upgrade(cfg, "head")
 
         async with self.engine.begin() as conn:
