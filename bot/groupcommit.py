@@ -62,7 +62,6 @@ class GroupCommit(Generic[Item]):
         self.db = db
         if max_batch is not None:
             self.max_batch = max_batch
-        self.loop = asyncio.get_running_loop()
         self._waiting: list[_Waiting[Item]] = []
         self._task: asyncio.Task | None = None
         self._connection: AsyncConnection | None = None
@@ -82,10 +81,15 @@ class GroupCommit(Generic[Item]):
 
     async def submit(self, item: Item) -> Any:
         """Write `item` with whatever else is waiting; its outcome once committed (or its error)."""
-        waiting = _Waiting(item, self.loop.create_future())
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.get_loop() is not loop:
+            # The loop that ran the last batch is gone (a console or a test runs one loop per call):
+            # nothing of it can be waited for any more, and its connection belonged to it.
+            self._waiting, self._task, self._connection = [], None, None
+        waiting = _Waiting(item, loop.create_future())
         self._waiting.append(waiting)
         if self._task is None:
-            self._task = self.loop.create_task(self._drain(), name=self.name)
+            self._task = loop.create_task(self._drain(), name=self.name)
         return await waiting.answer
 
     async def _drain(self) -> None:
@@ -113,9 +117,10 @@ class GroupCommit(Generic[Item]):
         requests whose bytes have arrived are parsed and run, for as long as that brings new
         ones, and at most GATHER_SECONDS. Nothing waits on a quiet server: a few idle turns of the
         loop and the batch goes."""
-        deadline = self.loop.time() + GATHER_SECONDS
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_SECONDS
         idle = 0
-        while idle < IDLE_TURNS and len(self._waiting) < self.max_batch and self.loop.time() < deadline:
+        while idle < IDLE_TURNS and len(self._waiting) < self.max_batch and loop.time() < deadline:
             before = len(self._waiting)
             await asyncio.sleep(0)
             idle = idle + 1 if len(self._waiting) == before else 0

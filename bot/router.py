@@ -22,7 +22,6 @@ Roles, dry-run, panic and audit are enforced here and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ class Outcome:
 class Router:
     def __init__(self, services: Services):
         self.services = services
-        self._recording_batches: _Recording | None = None
+        self._recording = _Recording(self)
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -191,10 +190,7 @@ class Router:
         """What an action left to record, once its own unit of work is over: one short transaction,
         shared with the records of the actions finishing at the same time (group commit), and
         committed before the action answers."""
-        loop = asyncio.get_running_loop()
-        if self._recording_batches is None or self._recording_batches.loop is not loop:
-            self._recording_batches = _Recording(self)
-        await self._recording_batches.submit(record)
+        await self._recording.submit(record)
 
     async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
