@@ -183,3 +183,74 @@ async def test_a_network_call_inside_a_write_transaction_fails_loudly(db):
                 await stripe.retrieve("customer", "cus_1")
     finally:
         await stripe.aclose()
+
+
+async def test_rows_read_the_same_as_sqlalchemy(db_url):
+    """`UnitSession.rows()` (on SQLite one trip to aiosqlite's thread, its own compilation and
+    processors) gives the hot reads the same rows, keys and Python values as SQLAlchemy's path."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, insert
+
+    from bot.billing import ledger
+    from bot.incidents import service
+    from commands import incident as incident_command
+
+    database = Database(db_url)
+    await database.upgrade()
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+
+    def value(column, n):
+        t = column.type
+        kind = getattr(t, "impl", t)
+        if column.nullable and n == 2:
+            return None
+        if isinstance(t, JSON) or isinstance(kind, JSON):
+            return {"text": f"update {n}", "list": [n, "é"]}
+        if isinstance(kind, DateTime):
+            return at + timedelta(seconds=n)
+        if isinstance(kind, Boolean):
+            return bool(n % 2)
+        if isinstance(kind, Float):
+            return n + 0.5
+        if isinstance(kind, Integer):
+            return n
+        if isinstance(kind, (String, Text)):
+            if column.table.name == "ledger_entries" and column.name in ("kind", "account_id"):
+                return {"kind": "grant", "account_id": "ref1"}[column.name]  # (three entries, newest first)
+            return {"kind": "update", "status": "active", "email": "a@example.com"}.get(column.name, f"ref{n}")
+        raise AssertionError(f"no test value for {column.type!r}")
+
+    checks = [
+        (ledger._ACCOUNT_BY["id"], {"ref": "ref1"}), (ledger._ACCOUNT_BY["customer"], {"ref": "ref2"}),
+        (ledger._ACCOUNT_BY["email"], {"ref": "a@example.com"}),
+        (ledger._RECENT, {"account_id": "ref1", "limit": 10}), (ledger._RECENT, {"account_id": "ref1", "limit": 1}),
+        (service._BY_ID_ROW, {"incident_id": 1}), (service._OPEN_IN_ROW, {"channel": "ref1"}),
+        (service._LATEST_UPDATE, {"incident_id": 1}), (incident_command._ACTIVE_JOBS, {"incident_id": 1}),
+        (service._BY_ID_ROW, {"incident_id": 99}),
+    ]
+    try:
+        async with database.transaction() as session:
+            tables = {table for stmt, _ in checks for table in stmt.get_final_froms()}
+            for table in [t for t in next(iter(tables)).metadata.sorted_tables if t in tables]:
+                for n in (1, 2, 3):
+                    row = {c.name: value(c, n) for c in table.columns if not (c.primary_key and c.autoincrement is True)}
+                    if "id" in table.c and not table.c.id.autoincrement is True:
+                        row["id"] = f"ref{n}" if isinstance(table.c.id.type, String) else n
+                    await session.execute(insert(table).values(row))
+        for statement, params in checks:
+            async with database.reading() as session:
+                fast = (await session.rows(statement, params)).all()
+                stock = (await (await session.connection()).execute(statement, params)).all()
+            assert [tuple(r) for r in fast] == [tuple(r) for r in stock], statement
+            assert [type(v) for r in fast for v in r] == [type(v) for r in stock for v in r]
+            for f, s in zip(fast, stock):
+                assert {k: getattr(f, k) for k in s._fields} == dict(s._mapping)
+        assert len(await _rows(database, ledger._RECENT, {"account_id": "ref1", "limit": 10})) == 3
+    finally:
+        await database.dispose()
+
+
+async def _rows(database, statement, params):
+    async with database.reading() as session:
+        return (await session.rows(statement, params)).all()
