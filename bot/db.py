@@ -22,6 +22,7 @@ so what was answered 200 survives a power cut) and SQLite's own automatic checkp
 from __future__ import annotations
 
 import asyncio
+import keyword
 import time
 import weakref
 from collections import namedtuple
@@ -268,15 +269,22 @@ class _Compiled:
     `compile()`, `construct_params()`, `positiontup`, `TypeEngine.dialect_impl()` and its
     bind/result processors)."""
 
-    __slots__ = ("sql", "compiled", "binds", "row", "processors")
+    __slots__ = ("sql", "compiled", "binds", "row", "processors", "usable")
 
     def __init__(self, statement, dialect):
         compiled = statement.compile(dialect=dialect)
         self.sql, self.compiled = compiled.string, compiled
+        columns = list(statement.selected_columns)
+        keys = [c.key for c in columns]
+        # What this simple path does not cover (expanding IN, rows whose keys a namedtuple cannot
+        # carry) stays on SQLAlchemy's path.
+        self.usable = ("POSTCOMPILE" not in compiled.string and len(set(keys)) == len(keys)
+                       and all(k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") for k in keys))
+        if not self.usable:
+            return
         self.binds = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
                       for name in compiled.positiontup]
-        columns = list(statement.selected_columns)
-        self.row = namedtuple("Row", [c.key for c in columns], rename=True)
+        self.row = namedtuple("Row", keys)
         self.processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
 
     def parameters(self, params) -> tuple:
@@ -337,6 +345,8 @@ class UnitSession(AsyncSession):
         compiled = _compiled_sqlite.get(statement)
         if compiled is None:
             compiled = _compiled_sqlite[statement] = _Compiled(statement, dialect)
+        if not compiled.usable:
+            return await connection.execute(statement, params)
         values = compiled.parameters(params)
         # The aiosqlite connection, kept in the pooled connection's `info` (SQLAlchemy clears it when
         # it reconnects): a second greenlet switch per statement saved.

@@ -190,7 +190,7 @@ async def test_rows_read_the_same_as_sqlalchemy(db_url):
     processors) gives the hot reads the same rows, keys and Python values as SQLAlchemy's path."""
     from datetime import datetime, timedelta, timezone
 
-    from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, insert
+    from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, bindparam, insert, select
 
     from bot.billing import ledger
     from bot.incidents import service
@@ -228,6 +228,9 @@ async def test_rows_read_the_same_as_sqlalchemy(db_url):
         (service._BY_ID_ROW, {"incident_id": 1}), (service._OPEN_IN_ROW, {"channel": "ref1"}),
         (service._LATEST_UPDATE, {"incident_id": 1}), (incident_command._ACTIVE_JOBS, {"incident_id": 1}),
         (service._BY_ID_ROW, {"incident_id": 99}),
+        # (expanding IN is left to SQLAlchemy's path)
+        (select(ledger._ACCOUNTS.c.id).where(ledger._ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+         .order_by(ledger._ACCOUNTS.c.id), {"ids": ["ref1", "ref3"]}),
     ]
     try:
         async with database.transaction() as session:
