@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from . import sqlite_rows
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, exception_chain
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -379,10 +379,7 @@ def _is_connection_error(exc: DBAPIError) -> bool:
         return False  # a write in a read-only unit of work is a bug, not an outage
     if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
         return True
-    chain, cause = [], exc.orig
-    while cause is not None and len(chain) < 5:  # the driver's own error hides behind an adapter's
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
+    chain = exception_chain(exc.orig, limit=5)  # the driver's own error hides behind an adapter's
     for err in chain:
         if {cls.__name__ for cls in type(err).__mro__} & _UNAVAILABLE or isinstance(err, (OSError, ConnectionError)):
             return True

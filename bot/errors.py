@@ -40,3 +40,13 @@ class DatabaseUnavailable(UpstreamError):
 
 class SettingsError(RevopsError):
     """A setting or the config file is invalid; one line names the key."""
+
+
+def exception_chain(exc: BaseException | None, limit: int = 10) -> list[BaseException]:
+    """`exc` and what caused it, outermost first (a driver's or a socket's error hides behind an
+    adapter's): what the words for a failure are read from."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < limit:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain

@@ -18,7 +18,7 @@ import httpx
 import stripe
 
 from bot.db import assert_no_write_transaction
-from bot.errors import UpstreamError
+from bot.errors import UpstreamError, exception_chain
 
 log = logging.getLogger("revops.stripe")
 
@@ -169,11 +169,7 @@ def describe_stripe_error(exc: stripe.StripeError) -> str:
 
 def _network_cause(exc: BaseException) -> str:
     """What went wrong on the wire, from the exception chain (httpx -> httpcore -> OSError)."""
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 10:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
+    chain = exception_chain(exc)
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused"
     if any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in chain):

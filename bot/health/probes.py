@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import httpx
 
 from ..db import assert_no_write_transaction
+from ..errors import exception_chain
 from ..settings import ServiceCheck
 
 # Enough of a body for a JSON health document; a larger answer is not read further.
@@ -169,11 +170,7 @@ def _version_in(data: dict) -> str | None:
 
 
 def _connect_failure(exc: BaseException) -> str:
-    seen: list[BaseException] = []
-    node: BaseException | None = exc
-    while node is not None and len(seen) < 8:
-        seen.append(node)
-        node = node.__cause__ or node.__context__
+    seen = exception_chain(exc, limit=8)
     for err in seen:
         if isinstance(err, socket.gaierror):
             return "DNS failure"
