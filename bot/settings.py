@@ -98,6 +98,7 @@ class RolesSection(_Section):
 class CreditsSection(_Section):
     max_grant: int = Field(default=500, ge=1)
     daily_cap: int = Field(default=1000, ge=1)
+    max_pending_per_requester: int = Field(default=2, ge=1, le=100)  # per account
     approval_ttl: Duration = timedelta(minutes=30)
 
 

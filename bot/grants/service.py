@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import audit
 from bot.billing import ledger
-from bot.billing.models import LedgerEntry
+from bot.billing.models import Account, LedgerEntry
 from bot.errors import NotFound, UsageError
 from bot.grammar import as_id
 from bot.settings import CreditsSection
@@ -81,14 +81,33 @@ async def cap_used(session: AsyncSession, account_id: str, now: datetime) -> tup
     return int(granted), int(pending)
 
 
+async def lock_account(session: AsyncSession, account_id: str) -> None:
+    """Hold the account's row until the transaction ends, so that the checks of the money limits and
+    the change they allow are one step: on PostgreSQL `SELECT … FOR UPDATE` (a second request, or
+    an approval, for the same account waits here until this one commits, then sees what it did);
+    on SQLite the write transaction is already the only one (BEGIN IMMEDIATE), and SQLAlchemy
+    renders no FOR UPDATE there."""
+    await session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+
+
+async def pending_of(session: AsyncSession, account_id: str, requester: str, now: datetime) -> int:
+    """How many live (not expired, not rehearsal) requests this person has pending for the account."""
+    return int((await session.execute(
+        select(func.count()).select_from(GrantRequest).where(
+            GrantRequest.account_id == account_id, GrantRequest.requester == requester,
+            GrantRequest.status == "pending", GrantRequest.expires_at > now, GrantRequest.dry_run.is_(False))
+    )).scalar_one())
+
+
 async def request_change(session: AsyncSession, credits: CreditsSection, *, kind: str, account_ref: str,
                          amount: int, reason: str, actor: str, channel: str | None, now: datetime,
                          dry_run: bool) -> Requested:
-    """Validate (account, amount, reason, balance, daily cap), then store the pending request.
-    Nothing moves yet."""
+    """Validate (account, amount, reason, balance, daily cap, the requester's pending requests),
+    then store the pending request, all under the account's row lock. Nothing moves yet."""
     account = await ledger.resolve_account(session, account_ref)
     if account is None:
         raise UsageError(f"no account matches `{account_ref[:60]}` (give an email, a cus_… id or an account id)")
+    await lock_account(session, account.id)
     reason = reason.strip()
     if not reason:
         raise UsageError("a reason is required")
@@ -96,6 +115,12 @@ async def request_change(session: AsyncSession, credits: CreditsSection, *, kind
         raise UsageError(f"amount must be a whole number from 1 to {credits.max_grant} credits; got {amount}")
     if kind == "adjustment" and (amount == 0 or abs(amount) > credits.max_grant):
         raise UsageError(f"an adjustment must be non-zero and at most ±{credits.max_grant} credits; got {amount:+d}")
+    if not dry_run:
+        mine = await pending_of(session, account.id, actor, now)
+        if mine >= credits.max_pending_per_requester:
+            raise UsageError(
+                f"you already have {mine} pending request{'s' if mine != 1 else ''} for `{account.id}` "
+                f"(at most {credits.max_pending_per_requester}); wait for a decision or cancel one")
     current = await ledger.balance(session, account.id)
     if current + amount < 0:
         raise UsageError(f"that adjustment would take `{account.id}` below zero: the balance is {current} credits "
@@ -107,7 +132,7 @@ async def request_change(session: AsyncSession, credits: CreditsSection, *, kind
                 f"daily cap: `{account.id}` has {granted} credits granted and {pending} pending today; "
                 f"{amount} more would exceed the cap of {credits.daily_cap} (at most {max(0, credits.daily_cap - granted - pending)} more today)"
             )
-    req = GrantRequest(kind=kind, account_id=account.id, amount=amount, reason=reason[:1000], requester=actor,
+    req = GrantRequest(kind=kind, account_id=account.id, amount=amount, reason=reason, requester=actor,
                        channel=channel or CONSOLE_CHANNEL, status="pending", dry_run=dry_run,
                        created_at=now, expires_at=now + credits.approval_ttl)
     session.add(req)
@@ -147,6 +172,9 @@ async def approve(session: AsyncSession, request_id: int, *, actor: str, now: da
     req = await _load(session, request_id)
     if req.requester == actor:
         return Decision(req, "own_request")
+    # The same lock a request takes: a request checking the cap waits for this approval to commit
+    # (pending → granted in one step), so it never counts the credits as neither.
+    await lock_account(session, req.account_id)
     if not await _transition(session, req, "approved", actor=actor, now=now):
         return await _no_transition(session, req, now)
     req = await _load(session, request_id)
