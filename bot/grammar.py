@@ -7,6 +7,11 @@
 `<x>` is required, `[x]` optional, `...` takes the rest of the line, `:int`
 `:signed` and `:duration` convert, `a|b|c` is a choice, `--name TYPE` is an
 option anywhere on the line, `key=VALUE` a named value.
+
+What a person types is checked here, before any command sees it: numbers are ASCII digits
+(`٣` or `３` are not numbers), a duration is at most `MAX_WINDOW`, control characters other
+than newline and tab are refused, one argument is at most `MAX_WORD` characters and the text
+of a `...` argument at most `MAX_TEXT` (stored whole).
 """
 
 from __future__ import annotations
@@ -17,8 +22,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import UsageError
+
+MAX_WINDOW = timedelta(days=90)  # the longest `--since` (or any duration) a command takes
+MAX_TEXT = 1000  # characters in a reason, summary, note... (the rest of the line)
+MAX_WORD = 100  # characters in one argument (an account, an id, a stage)
+MAX_LINE = 4000  # characters in a whole command line
+# C0 controls, DEL and C1 controls, except tab and newline: NUL breaks PostgreSQL text, the rest
+# is invisible in Slack and in the audit log.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 _TOKEN = re.compile(r"(<[^>]+>|\[[^\]]+\]|\S+)")
 
@@ -87,11 +100,13 @@ class Grammar:
                         raise UsageError(f"`--{name}` needs a value")
                     value = tokens[i + 1]
                     i += 1
+                _short(f"--{name}", value)
                 args[name.replace("-", "_")] = _convert(f"--{name}", self.options[name], value)
             elif self.named and "=" in tok and tok.split("=", 1)[0] in self.named:
                 key, _, value = tok.partition("=")
                 if not value:
                     raise UsageError(f"`{key}=` needs a value")
+                _short(f"{key}=", value)
                 args[key] = _convert(key, self.named[key], value)
             else:
                 positional.append(tok)
@@ -99,7 +114,10 @@ class Grammar:
         for param in self.params:
             if param.rest:
                 if positional:
-                    args[param.name] = " ".join(positional)
+                    text = " ".join(positional)
+                    if len(text) > MAX_TEXT:
+                        raise UsageError(f"<{param.name}> is too long: {len(text):,} characters, at most {MAX_TEXT:,}")
+                    args[param.name] = text
                     positional = []
                 elif param.required:
                     raise UsageError(f"missing <{param.name}>")
@@ -109,6 +127,7 @@ class Grammar:
                     raise UsageError(f"missing <{param.name}>")
                 continue
             raw = positional.pop(0)
+            _short(f"<{param.name}>", raw)
             if param.kind == "choice":
                 match = [c for c in param.choices if c.lower() == raw.lower()]
                 if not match:
@@ -119,6 +138,11 @@ class Grammar:
         if positional:
             raise UsageError(f"unexpected argument `{_clip(positional[0])}`")
         return args
+
+
+def _short(label: str, raw: str) -> None:
+    if len(raw) > MAX_WORD:
+        raise UsageError(f"{label} is too long: {len(raw):,} characters, at most {MAX_WORD}")
 
 
 def _kind_of(word: str) -> str:
@@ -147,13 +171,13 @@ def as_id(raw: str | None) -> int | None:
 
 def _convert(label: str, kind: str, raw: str) -> Any:
     if kind == "int":
-        if not re.fullmatch(r"\+?\d+", raw):
+        if not re.fullmatch(r"\+?[0-9]+", raw):
             raise UsageError(f"{label} must be a whole number, got `{_clip(raw)}`")
         if len(raw) > 19 or int(raw) > MAX_INT:
             raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
         return int(raw)
     if kind == "signed":
-        if not re.fullmatch(r"[+-]\d+", raw):
+        if not re.fullmatch(r"[+-][0-9]+", raw):
             raise UsageError(f"{label} must be a signed whole number such as +50 or -20, got `{_clip(raw)}`")
         if len(raw) > 20 or abs(int(raw)) > MAX_INT:
             raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
@@ -163,12 +187,23 @@ def _convert(label: str, kind: str, raw: str) -> Any:
             value: timedelta = parse_duration(raw)
         except ValueError:
             raise UsageError(f"{label} must be a duration such as 90s, 15m, 24h or 7d, got `{_clip(raw)}`") from None
+        if value > MAX_WINDOW:
+            raise UsageError(f"{label} can be at most {format_duration(MAX_WINDOW)}, got `{_clip(raw)}`")
+        if value <= timedelta(0):
+            raise UsageError(f"{label} must be longer than 0s, got `{_clip(raw)}`")
         return value
     return raw
 
 
 def tokenize(text: str) -> list[str]:
-    """Split a command line the way a shell would, with Slack's smart quotes folded."""
+    """Split a command line the way a shell would, with Slack's smart quotes folded. Control
+    characters and overlong lines are refused here, before any command sees them."""
+    control = _CONTROL.search(text)
+    if control:
+        raise UsageError(f"the text contains a control character (U+{ord(control.group()):04X}); "
+                         "only printable characters, tabs and new lines are taken")
+    if len(text) > MAX_LINE:
+        raise UsageError(f"the command is too long: {len(text):,} characters, at most {MAX_LINE:,}")
     text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
     try:
         return shlex.split(text)

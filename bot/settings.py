@@ -13,13 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .durations import parse_duration
+from .durations import bounded, parse_duration
 from .errors import SettingsError
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+_S, _M, _H, _D = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+# Durations of revops.toml within sane bounds (seconds allowed, so tests can use them): a zero or
+# a ten-year cadence is a typo that would make the scheduler spin or never run.
+Cadence = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(bounded(_S, 7 * _D))]
+Clock = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(bounded(_S, 30 * _D))]
+Delay = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(bounded(timedelta(0), 30 * _D))]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./revops.db"
 
@@ -99,14 +105,14 @@ class CreditsSection(_Section):
     max_grant: int = Field(default=500, ge=1)
     daily_cap: int = Field(default=1000, ge=1)
     max_pending_per_requester: int = Field(default=2, ge=1, le=100)  # per account
-    approval_ttl: Duration = timedelta(minutes=30)
+    approval_ttl: Cadence = timedelta(minutes=30)
 
 
 class SeverityClock(_Section):
-    ack: Duration
-    resolve: Duration
-    revenue_update: Duration | None = None
-    engineering_update: Duration | None = None
+    ack: Clock
+    resolve: Clock
+    revenue_update: Cadence | None = None
+    engineering_update: Cadence | None = None
 
 
 def _default_severities() -> dict[str, SeverityClock]:
@@ -119,20 +125,27 @@ def _default_severities() -> dict[str, SeverityClock]:
 
 
 class EscalationLevel(_Section):
-    after: Duration
+    after: Delay
     notify: list[str] = []
 
 
 class HealthSection(_Section):
-    probe_every: Duration = timedelta(minutes=1)
+    probe_every: Cadence = timedelta(minutes=1)
+
+
+class AlertsSection(_Section):
+    # The same stage + metric inside it updates the open alert's card instead of posting a new one.
+    dedupe_window: Delay = timedelta(minutes=10)
 
 
 class ServiceCheck(_Section):
     name: str
     env: str = "production"
     url: str
-    timeout: Duration = timedelta(seconds=2)
-    p95_slo: Duration = timedelta(milliseconds=150)
+    timeout: Annotated[timedelta, BeforeValidator(parse_duration),
+                       AfterValidator(bounded(None, timedelta(seconds=60)))] = timedelta(seconds=2)
+    p95_slo: Annotated[timedelta, BeforeValidator(parse_duration),
+                       AfterValidator(bounded(None, timedelta(seconds=60)))] = timedelta(milliseconds=150)
 
 
 class FileConfig(_Section):
@@ -145,6 +158,7 @@ class FileConfig(_Section):
     severity: dict[Literal["P1", "P2", "P3"], SeverityClock] = Field(default_factory=_default_severities)
     escalation: dict[str, EscalationLevel] = {}
     health: HealthSection = HealthSection()
+    alerts: AlertsSection = AlertsSection()
     services: list[ServiceCheck] = []
 
     @field_validator("severity")

@@ -14,7 +14,11 @@ from datetime import timedelta
 from ..errors import UsageError
 
 FIELDS = ("baseline", "current", "traffic", "aov")
-_NUMBER = r"[+-]?(?:\d[\d,_]*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
+_NUMBER = r"[+-]?(?:[0-9][0-9,_]*(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?"  # ASCII digits only
+# Past these the figures are a typo, not a shop (and products of large floats reach inf, which
+# would read "$inf/hour"): with both bounds the hourly loss is at most $10^15, always finite.
+MAX_TRAFFIC = 1e9  # visits per hour
+MAX_AOV = 1e6
 
 
 def _number(raw: str, label: str) -> float:
@@ -58,6 +62,8 @@ def parse_traffic(raw: str | float) -> float:
         value = _number(text, "traffic") / per
     if value < 0:
         raise ValueError(f"traffic cannot be negative, got `{str(raw)[:30]}`")
+    if value > MAX_TRAFFIC:
+        raise ValueError(f"traffic can be at most {MAX_TRAFFIC:,.0f} visits an hour, got `{str(raw)[:30]}`")
     return value
 
 
@@ -68,6 +74,8 @@ def parse_money(raw: str | float, label: str = "aov") -> float:
         value = _number(raw.strip().lstrip("$€£"), label)
     if value < 0:
         raise ValueError(f"{label} cannot be negative, got `{str(raw)[:30]}`")
+    if value > MAX_AOV:
+        raise ValueError(f"{label} can be at most {MAX_AOV:,.0f}, got `{str(raw)[:30]}`")
     return value
 
 

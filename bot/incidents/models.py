@@ -58,6 +58,10 @@ class Alert(Base):
     """A monitoring alert (POST /alerts); P1/P2 ones get a card and an escalation clock."""
 
     __tablename__ = "incident_alerts"
+    __table_args__ = (
+        Index("ix_incident_alerts_dedupe_key", "dedupe_key"),
+        Index("ix_incident_alerts_stage_metric", "stage", "metric"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
@@ -75,3 +79,8 @@ class Alert(Base):
     acknowledged_at: Mapped[datetime | None]
     incident_id: Mapped[int | None] = mapped_column(BigId)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    # Repeats of this alert (the monitor's `dedupe_key`, or the same stage + metric inside
+    # `[alerts] dedupe_window`) update its card and are counted here instead of posting new cards.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200))
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_seen_at: Mapped[datetime | None]

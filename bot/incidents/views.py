@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..durations import format_duration
-from ..outbox import post_automated
+from ..flags import read_flags
+from ..outbox import enqueue, post_automated
 from ..reply import Button, Reply
 from ..settings import Settings
 from ..templating import render_reply
@@ -95,6 +96,7 @@ def alert_card(settings: Settings, alert: Alert, state: str, *, actor: str | Non
     still offers: Acknowledge and Declare incident while open, Declare incident once acknowledged."""
     direction = "below" if alert.current < alert.baseline_mean else "above"
     reply = render_reply(settings, "alert_card.md", alert=alert, state=state, actor=actor, now=fmt_time(now),
+                         repeats=alert.repeats or 0,
                          ack_target=dur(settings.cfg.severity[alert.severity].ack),
                          deviation=f"{alert.sigma:.1f}σ {direction}",
                          incident={"number": f"#{incident.id}", "id": incident.id} if incident else None)
@@ -106,10 +108,17 @@ def alert_card(settings: Settings, alert: Alert, state: str, *, actor: str | Non
     return reply
 
 
-async def announce_alert(session: AsyncSession, settings: Settings, alert: Alert) -> None:
-    """Post the card of a P1/P2 alert to the alerts channel (held, not sent, in panic mode)."""
-    if alert.status != "open":
+async def announce_alert(session: AsyncSession, settings: Settings, alert: Alert, *, repeated: bool = False) -> None:
+    """Post the card of a P1/P2 alert to the alerts channel (held, not sent, in panic mode); a
+    repeat updates the card already posted, in its current state, with the count."""
+    if alert.status == "recorded":
         return  # P3: recorded, not posted
+    if repeated:
+        card = alert_card(settings, alert, alert.status, actor=alert.acknowledged_by, now=alert.last_seen_at)
+        card.private = False
+        await enqueue(session, channel=settings.cfg.slack.alerts_channel, reply=card, at=alert.last_seen_at,
+                      kind="update", ref=f"alert:{alert.id}", held=(await read_flags(session)).panic)
+        return
     await post_automated(session, channel=settings.cfg.slack.alerts_channel,
                          reply=alert_card(settings, alert, "open", now=alert.received_at), at=alert.received_at,
                          ref=f"alert:{alert.id}")
@@ -140,7 +149,7 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
     link = "https://revops.example.com/incidents/7?exp=1&sig=x"
     alert = SimpleNamespace(id=3, stage="checkout", metric="conversion_rate", baseline_mean=0.032,
                             baseline_std=0.002, current=0.021, traffic_per_hour=1200.0, aov=80.0,
-                            sigma=5.5, severity="P1", status="open", acknowledged_by=None,
+                            sigma=5.5, severity="P1", status="open", acknowledged_by=None, repeats=0,
                             incident_id=None)
     base = {"incident": open_incident, "now": fmt_time(now), "link": link}
     return {
@@ -157,7 +166,8 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "report.md": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
                           actions=["add a provider timeout alarm"], notes=["provider confirmed"]),
         "alert_card.md": {"alert": alert, "now": fmt_time(now), "state": "open", "actor": None,
-                          "ack_target": "15m", "deviation": "5.5σ below", "incident": None},
+                          "ack_target": "15m", "deviation": "5.5σ below", "incident": None,
+                          "repeats": 0},
         "incident_page.html": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
                                    actions=["add a provider timeout alarm"], notes=[], report=True),
         "incidents_page.html": {"now": fmt_time(now), "incidents": [dict(incident, link=link)]},

@@ -95,10 +95,12 @@ async def alerts(request: Request):
     except ValidationError as exc:
         return JSONResponse({"error": "invalid alert", "problems": validation_problems(exc)}, status_code=422)
     async with services.db.transaction() as session:
-        alert = await receive_alert(services, session, body)
-        await announce_alert(session, services.settings, alert)
+        received = await receive_alert(services, session, body)
+        alert = received.alert
+        await announce_alert(session, services.settings, alert, repeated=received.repeated)
         result = {"id": alert.id, "severity": alert.severity, "sigma": round(alert.sigma, 3),
-                  "posted": alert.severity != "P3", "status": alert.status}
+                  "posted": alert.status != "recorded", "status": alert.status,
+                  "repeated": received.repeated, "repeats": alert.repeats}
     if result["posted"]:
         for notify in services.on_posts:
             notify()

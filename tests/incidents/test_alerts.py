@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from bot.clock import FakeClock
 from bot.scheduler import run_due
 from tests.incidents.conftest import incident, incident_runs, jobs, outbox
-from tests.support.harness import ALERTS_TOKEN, RESPONDER, VIEWER, flatten
+from tests.support.harness import ALERTS_TOKEN, RESPONDER, VIEWER, Bot, flatten, make_settings
 
 AUTH = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
 ALERT = {"stage": "checkout", "metric": "conversion_rate", "baseline_mean": 0.032, "baseline_std": 0.002,
@@ -83,3 +86,95 @@ async def test_declared_unacknowledged_alert_keeps_escalating_as_an_incident(ibo
     await run_due(services)
     pages = [m for m in await outbox(services, "C0INCIDENT") if "Escalation" in m.reply["text"]]
     assert len(pages) == 1 and "U0EM" in str(pages[0].reply) and "U0ONCALL" not in str(pages[0].reply)
+
+
+@pytest.mark.parametrize("field,value,problem", [
+    ("current", True, "current: must be a JSON number (not a string or a boolean)"),
+    ("current", "1e3", "current: must be a JSON number (not a string or a boolean)"),
+    ("baseline_mean", False, "baseline_mean: must be a JSON number"),
+    ("traffic_per_hour", "1200", "traffic_per_hour: must be a JSON number"),
+    ("aov", 1e300, "aov: Input should be less than or equal to 1000000"),
+    ("stage", 42, "stage: Input should be a valid string"),
+    ("stage", "check\u0000out", "stage: must not contain control characters"),
+    ("dedupe_key", "", "dedupe_key: String should have at least 1 character"),
+])
+def test_alert_numbers_are_typed_and_finite(ibot, fake_slack, field, value, problem):
+    r = ibot.http.post("/alerts", json={**ALERT, field: value}, headers=AUTH)
+    assert r.status_code == 422 and problem in " ".join(r.json()["problems"]), r.text
+    ibot.drain_sync()
+    assert fake_slack.calls_of("chat.postMessage") == []
+
+
+@pytest.mark.parametrize("body", [
+    {**ALERT, "baseline_std": 5e-324},  # σ = 0.011 / 5e-324 = inf
+    {**ALERT, "baseline_mean": 1.7e308, "current": -1.7e308},  # the difference overflows
+])
+def test_an_infinite_deviation_is_refused_not_stored(ibot, fake_slack, body):
+    r = ibot.http.post("/alerts", json=body, headers=AUTH)
+    assert r.status_code == 422 and "deviation" in r.text and "not a finite number" in r.text
+    ok = ibot.http.post("/alerts", json=ALERT, headers=AUTH)
+    assert ok.status_code == 202 and ok.json()["id"] == 1  # nothing was stored before it
+
+
+def test_numbers_past_what_json_can_hold_are_refused_in_words(ibot):
+    huge = ('{"stage": "checkout", "metric": "m", "baseline_mean": 0.03, "baseline_std": 0.002, '
+            '"current": 1' + "0" * 5000 + '}')
+    r = ibot.http.post("/alerts", content=huge.encode(), headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422 and ("not valid JSON" in r.text or "current" in r.text)
+
+
+async def test_a_monitor_retrying_gets_one_card_updated_with_the_count(ibot, services, fake_slack, clock):
+    first = ibot.http.post("/alerts", json=ALERT, headers=AUTH).json()
+    assert first["repeated"] is False and first["posted"] is True
+    await fake_slack.wait("chat.postMessage", 1)
+    clock.advance(timedelta(minutes=3))
+    second = ibot.http.post("/alerts", json={**ALERT, "current": 0.020}, headers=AUTH).json()
+    third = ibot.http.post("/alerts", json={**ALERT, "current": 0.019}, headers=AUTH).json()
+    assert second["id"] == third["id"] == first["id"]
+    assert (second["repeated"], second["repeats"], third["repeats"]) == (True, 1, 2)
+    updates = await fake_slack.wait("chat.update", 2)
+    card = flatten(updates[-1].params)
+    assert "Seen 3 times; the last at" in card and "Current 0.019" in card
+    assert "revops:incident.alert_ack" in card  # still open: the buttons stay
+    await ibot.drain()
+    assert len(fake_slack.calls_of("chat.postMessage")) == 1
+    # Only one escalation clock for the three.
+    escalations = [j.key for j in await jobs(services, None) if j.kind == "escalation"]
+    assert escalations == [f"alert:{first['id']}:escalation"]
+
+    # Past the window (10 minutes by default, from the last one seen) the same metric is a new alert.
+    clock.advance(timedelta(minutes=11))
+    fourth = ibot.http.post("/alerts", json=ALERT, headers=AUTH).json()
+    assert fourth["repeated"] is False and fourth["id"] != first["id"]
+    await fake_slack.wait("chat.postMessage", 2)
+
+
+async def test_a_dedupe_key_matches_across_stage_and_window_and_after_acknowledgement(ibot, fake_slack, clock):
+    first = ibot.http.post("/alerts", json={**ALERT, "dedupe_key": "mon-42"}, headers=AUTH).json()
+    await fake_slack.wait("chat.postMessage", 1)
+    acked = ibot.click_and_wait("revops:incident.alert_ack", str(first["id"]), user=RESPONDER)
+    assert "acknowledged by <@U0RESPONDER>" in flatten(acked)
+    clock.advance(timedelta(hours=2))  # far past the window: the key still names it
+    again = ibot.http.post("/alerts", json={**ALERT, "metric": "checkout_errors", "dedupe_key": "mon-42"},
+                           headers=AUTH).json()
+    assert again["id"] == first["id"] and again["repeated"] is True and again["status"] == "acknowledged"
+    [update] = await fake_slack.wait("chat.update", 1)
+    card = flatten(update.params)
+    assert "acknowledged by <@U0RESPONDER>" in card and "Seen 2 times" in card
+    assert "revops:incident.alert_ack" not in card
+    other = ibot.http.post("/alerts", json={**ALERT, "dedupe_key": "mon-43"}, headers=AUTH).json()
+    assert other["id"] != first["id"] and other["repeated"] is False
+
+
+def test_the_dedupe_window_is_a_setting(tmp_path, db_url, fake_slack):
+    from tests.incidents.conftest import INCIDENT_TOML
+
+    settings = make_settings(tmp_path, db_url, fake_slack.api_url,
+                             extra_toml=INCIDENT_TOML + '\n[alerts]\ndedupe_window = "0s"\n')
+    running = Bot(settings, fake_slack, clock=FakeClock()).start()
+    try:
+        ids = {running.http.post("/alerts", json=ALERT, headers=AUTH).json()["id"] for _ in range(3)}
+        assert len(ids) == 3  # no window: every alert is its own card
+        fake_slack.wait_for("chat.postMessage", 3)
+    finally:
+        running.stop()
