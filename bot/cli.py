@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from .runtime import Runtime
 from .settings import Settings, example_config_path, load_settings
 from .templating import render_check
 from .web.app import create_app
+from .web.guard import server_config
 from .worker import Worker
 
 
@@ -40,14 +43,40 @@ def _templates_ok(settings: Settings, families: Families) -> None:
         raise SystemExit(2)
 
 
+SERVE_LIMITS = {  # `serve` option → the setting it overrides (README: "HTTP limits")
+    "header_timeout": "revops_header_timeout", "body_timeout": "revops_body_timeout",
+    "keepalive_timeout": "revops_keepalive_timeout", "max_connections": "revops_max_connections",
+}
+
+
 def cmd_serve(args, families: Families) -> int:
-    settings = _settings()
+    overrides = {setting: getattr(args, option) for option, setting in SERVE_LIMITS.items()
+                 if getattr(args, option) is not None}
+    if args.body_limit:
+        overrides["revops_body_limits"] = ",".join(args.body_limit)
+    settings = _settings(**overrides)
     _templates_ok(settings, families)
     setup_logging(settings)
     app = create_app(settings, families, with_worker=True if args.with_worker else None)
-    uvicorn.run(app, host=args.host, port=args.port or settings.env.port, log_level="warning",
-                access_log=False)
+    raise_open_files_limit(settings.env.revops_max_connections)
+    uvicorn.Server(server_config(app, host=args.host, port=args.port or settings.env.port)).run()
     return 0
+
+
+def raise_open_files_limit(connections: int) -> None:
+    """Room for `connections` sockets plus the database's and Slack's: the soft limit of open
+    files is raised towards the hard one (a common default soft limit is 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        if target < wanted:
+            logging.getLogger("revops.web").warning(
+                "open files are limited to %d: lower REVOPS_MAX_CONNECTIONS (%d) or raise the limit", target, connections)
 
 
 def cmd_worker(args, families: Families) -> int:
@@ -190,6 +219,17 @@ def build_parser(families: Families) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--with-worker", action="store_true", help="run the scheduler inside this process too")
+    p.add_argument("--header-timeout", metavar="DURATION",
+                   help="close a connection whose request headers take longer (default 10s; REVOPS_HEADER_TIMEOUT)")
+    p.add_argument("--body-timeout", metavar="DURATION",
+                   help="answer 408 to a body that takes longer (default 20s; REVOPS_BODY_TIMEOUT)")
+    p.add_argument("--keepalive-timeout", metavar="DURATION",
+                   help="close an idle kept-alive connection after it (default 5s; REVOPS_KEEPALIVE_TIMEOUT)")
+    p.add_argument("--max-connections", metavar="N", type=int,
+                   help="refuse connections past this many open (default 2048; REVOPS_MAX_CONNECTIONS)")
+    p.add_argument("--body-limit", metavar="PATH=SIZE", action="append",
+                   help="largest body of an endpoint, repeatable (defaults: /slack/events=1MiB, "
+                        "/webhooks/stripe=1MiB, /alerts=64KiB, *=64KiB; REVOPS_BODY_LIMITS)")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("worker", help="the scheduler")

@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -46,10 +47,42 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class OncePerSecond(logging.Filter):
+    """The same message from the event loop's or uvicorn's logger at most once a second (an
+    accept loop out of file descriptors says the same thing thousands of times a second); the
+    next one that passes says how many were dropped."""
+
+    LOGGERS = ("asyncio", "uvicorn.error", "uvicorn")
+
+    def __init__(self, every: float = 1.0, clock=time.monotonic):
+        super().__init__()
+        self.every, self.clock = every, clock
+        self.last: dict[tuple[str, str], float] = {}
+        self.dropped: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name not in self.LOGGERS:
+            return True
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        if now - self.last.get(key, -self.every) < self.every:
+            self.dropped[key] = self.dropped.get(key, 0) + 1
+            return False
+        self.last[key] = now
+        dropped = self.dropped.pop(key, 0)
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} more like it dropped in the last second)"
+            record.args = None
+        if len(self.last) > 1000:
+            self.last.clear()
+        return True
+
+
 def setup_logging(settings, stream=None) -> None:
     secrets = [v.get_secret_value() for v in settings.env.secrets().values() if v is not None]
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(OncePerSecond())
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -60,3 +93,11 @@ def setup_logging(settings, stream=None) -> None:
     root.setLevel(settings.env.revops_log_level.upper())
     for noisy in ("sqlalchemy.engine", "aiosqlite", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn's loggers through this handler too (its tracebacks, its accept errors): no handlers
+    # of their own (uvicorn runs with log_config=None), propagating to the root.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uv = logging.getLogger(name)
+        for old in list(uv.handlers):
+            uv.removeHandler(old)
+        uv.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

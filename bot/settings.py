@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .durations import bounded, parse_duration
 from .errors import SettingsError
+from .sizes import parse_body_limits
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 _S, _M, _H, _D = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
@@ -54,6 +55,15 @@ class EnvSettings(BaseSettings):
     revops_log_level: str = "INFO"
     revops_tick: Duration = timedelta(seconds=5)
     revops_post_interval: Duration = timedelta(seconds=1)  # per-channel pacing of posts to Slack
+    # The HTTP server's limits (`revops serve` options of the same names; bot/web/guard.py).
+    revops_header_timeout: Annotated[timedelta, BeforeValidator(parse_duration),
+                                     AfterValidator(bounded(_S / 10, 10 * _M))] = timedelta(seconds=10)
+    revops_body_timeout: Annotated[timedelta, BeforeValidator(parse_duration),
+                                   AfterValidator(bounded(_S / 10, 10 * _M))] = timedelta(seconds=20)
+    revops_keepalive_timeout: Annotated[timedelta, BeforeValidator(parse_duration),
+                                        AfterValidator(bounded(_S / 10, 10 * _M))] = timedelta(seconds=5)
+    revops_max_connections: int = Field(default=2048, ge=1, le=1_000_000)
+    revops_body_limits: str = ""  # PATH=SIZE,… over the defaults, e.g. "/alerts=16KiB,*=8KiB"
 
     @field_validator("database_url")
     @classmethod
@@ -66,6 +76,12 @@ class EnvSettings(BaseSettings):
             value = "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
         if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("revops_body_limits")
+    @classmethod
+    def _body_limits(cls, value: str) -> str:
+        parse_body_limits(value)
         return value
 
     @field_validator("slack_api_url")

@@ -1,9 +1,26 @@
-"""/healthz, /readyz (migrations at head), /metrics, and no secret anywhere."""
+"""/healthz, /readyz (migrations at head), /metrics, no secret anywhere; garbage from outside gets
+a 4xx in words and nothing loud in the log; the database down is a 503 in words everywhere; the
+pages' security headers."""
 
+import asyncio
+import io
+import json
+import logging
+import time
 
+import asyncpg
+import pytest
 from sqlalchemy import text
 
-from tests.support.harness import ADMIN, APPROVER, RESPONDER, SECRETS, VIEWER
+from bot.db import Database
+from bot.logs import OncePerSecond, setup_logging
+from tests.support.harness import (ADMIN, ALERTS_TOKEN, APPROVER, BOT_TOKEN, RESPONDER, SECRETS, SIGNING_SECRET,
+                                   VIEWER, WEBHOOK_SECRET)
+from tests.support.localstripe import make_event, post_event
+from tests.support.slack_requests import sign
+
+ALERT = {"stage": "checkout", "metric": "conversion_rate", "baseline_mean": 0.032, "baseline_std": 0.002,
+         "current": 0.021}
 
 
 def test_healthz(bot):
@@ -51,8 +68,6 @@ async def test_no_secret_value_in_any_response_slack_call_or_log_line(bot, fake_
 
 
 def test_logs_are_json_lines_carrying_the_request_id(bot, captured_logs):
-    import json
-
     response = bot.slash("dryrun status", user=VIEWER)
     rid = response.headers["x-request-id"]
     lines = [json.loads(line) for line in captured_logs]
@@ -66,7 +81,7 @@ def test_slack_endpoint_answers_in_words_when_slack_is_not_configured_or_bolt_fa
     answers and the request id are kept there."""
     runtime = bot.runtime
     monkeypatch.setattr(runtime, "slack_handler", None)
-    r = bot.http.post("/slack/events", content="x=1", headers={"X-Request-Id": "rid-unconfigured"})
+    r = bot.post_signed("x=1", extra={"X-Request-Id": "rid-unconfigured"})
     assert r.status_code == 503 and "SLACK_SIGNING_SECRET" in r.json()["error"]
     assert r.headers["x-request-id"] == "rid-unconfigured"
     monkeypatch.undo()
@@ -75,9 +90,183 @@ def test_slack_endpoint_answers_in_words_when_slack_is_not_configured_or_bolt_fa
         raise RuntimeError("bolt broke")
 
     monkeypatch.setattr(runtime.slack_handler, "handle", broken)
-    r = bot.http.post("/slack/events", content="x=1", headers={"X-Request-Id": "rid-broken"})
+    r = bot.post_signed("x=1", extra={"X-Request-Id": "rid-broken"})
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
     assert "Traceback" not in r.text and r.headers["x-request-id"] == "rid-broken"
     assert any("Slack request failed" in line and "rid-broken" in line for line in captured_logs)
     monkeypatch.undo()
     assert bot.slash("help").status_code == 200  # and the path works again
+
+
+# --- unauthenticated garbage gets a 4xx in words (issue 17, item 4) ----------------------------
+
+def _levels(lines) -> list[tuple[str, str]]:
+    return [(entry["level"], entry["msg"]) for entry in map(json.loads, lines)]
+
+
+def _quiet(lines) -> None:
+    """Nothing above WARNING, and no traceback, in what the bot logged."""
+    loud = [(level, msg) for level, msg in _levels(lines) if level in ("error", "critical")]
+    assert loud == [], loud
+    assert not any("Traceback" in line or '"exc"' in line for line in lines)
+
+
+@pytest.mark.parametrize("change,status,words", [
+    ({"X-Slack-Request-Timestamp": "abc"}, 401, "X-Slack-Request-Timestamp must be a Unix time in whole seconds"),
+    ({"X-Slack-Request-Timestamp": ""}, 401, "needs X-Slack-Request-Timestamp and X-Slack-Signature"),
+    ({"X-Slack-Request-Timestamp": "1.5e9"}, 401, "must be a Unix time in whole seconds"),
+    ({"X-Slack-Request-Timestamp": "9" * 5000}, 401, "must be a Unix time in whole seconds"),
+    ({"X-Slack-Request-Timestamp": "\u0661\u0667\u0660\u0660"}, 401, "must be a Unix time in whole seconds"),
+    ({"X-Slack-Signature": "v0=zz"}, 401, "X-Slack-Signature must be v0= and 64 hexadecimal digits"),
+    ({"X-Slack-Signature": "v0=" + "0" * 64}, 401, "the Slack signature does not match"),
+    ({"X-Slack-Request-Timestamp": "1000000000"}, 401, "the Slack signature does not match, or the request is older"),
+])
+def test_malformed_slack_headers_get_401_in_words(bot, captured_logs, change, status, words):
+    body = "command=%2Frevops&text=help&user_id=U0VIEWER"
+    headers = {**sign(SIGNING_SECRET, body), **change}
+    r = bot.http.post("/slack/events", content=body.encode("utf-8"),
+                      headers={k: v.encode("utf-8") for k, v in headers.items()})
+    assert r.status_code == status and words in r.json()["error"], r.text
+    _quiet(captured_logs)
+
+
+@pytest.mark.parametrize("body,content_type,words", [
+    (b"\xff\xfecommand=%2Frevops", "application/x-www-form-urlencoded", "the body is not UTF-8"),
+    (b'{"type": "block_actions"', "application/json", "not a Slack payload"),
+    (b"[1, 2]", "application/json", "not a Slack payload"),
+    (b"payload=%7Bnot+json", "application/x-www-form-urlencoded", "not a Slack payload"),
+    (b"payload=%5B%5D", "application/x-www-form-urlencoded", "not a Slack payload"),
+])
+def test_malformed_slack_bodies_get_400_in_words_even_when_signed(bot, captured_logs, body, content_type, words):
+    headers = sign(SIGNING_SECRET, body.decode("latin-1"))
+    if body.startswith(b"\xff"):
+        headers = sign(SIGNING_SECRET, body.decode("latin-1"))  # (a signature cannot make it UTF-8)
+    headers["Content-Type"] = content_type
+    r = bot.http.post("/slack/events", content=body, headers=headers)
+    assert r.status_code in (400, 401) and (words in r.text or "signature" in r.text), r.text
+    if not body.startswith(b"\xff"):
+        assert r.status_code == 400 and words in r.json()["error"]
+    _quiet(captured_logs)
+
+
+@pytest.mark.parametrize("query", ["exp=%C2%B2&sig=x", "exp=" + "9" * 5000 + "&sig=x", "exp=1&sig=%00",
+                                   "exp=1&sig=%C3%A9" + "a" * 62, "exp=-1&sig=zz", "exp=%EF%BC%91&sig=" + "a" * 64,
+                                   "exp=1e9&sig=" + "a" * 64, "sig=" + "a" * 64])
+def test_malformed_signed_link_parameters_get_403(bot, captured_logs, query):
+    for path in ("/incidents/1", "/incidents", "/incidents/%C2%B2"):
+        r = bot.http.get(f"{path}?{query}")
+        assert r.status_code == 403 and "this link is invalid or has expired" in r.text, (path, r.text)
+    _quiet(captured_logs)
+
+
+async def test_a_client_gone_mid_body_is_dropped_quietly(bot, captured_logs):
+    host, port = bot.url.removeprefix("http://").split(":")
+    for path in ("/slack/events", "/alerts", "/webhooks/stripe"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: 1000\r\n\r\n{{\"a\": ".encode())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    deadline = time.monotonic() + 10
+    while sum("went away before sending the whole body" in line for line in captured_logs) < 3:
+        assert time.monotonic() < deadline, captured_logs
+        await asyncio.sleep(0.02)
+    _quiet(captured_logs)
+    assert bot.slash("help").status_code == 200
+
+
+def test_every_log_line_goes_through_the_json_formatter_and_redaction(bot):
+    """uvicorn's loggers included: `revops serve` runs uvicorn with log_config=None and
+    setup_logging points them at the root's one handler."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        setup_logging(bot.settings, stream=stream)
+        try:
+            raise RuntimeError(f"bad token {BOT_TOKEN}")
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        logging.getLogger("uvicorn.access").warning("client %s sent %s", "127.0.0.1", SIGNING_SECRET)
+        for _ in range(50):  # an accept loop out of file descriptors
+            logging.getLogger("asyncio").error("socket.accept() out of system resource")
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before:
+                root.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert {line["logger"] for line in lines} == {"uvicorn.error", "uvicorn.access", "asyncio"}
+    text = stream.getvalue()
+    assert BOT_TOKEN not in text and SIGNING_SECRET not in text and text.count("***") == 2
+    assert "RuntimeError: bad token ***" in text  # the traceback, redacted, inside the JSON line
+    assert sum(line["logger"] == "asyncio" for line in lines) == 1  # at most once a second
+
+
+def test_once_per_second_counts_what_it_dropped():
+    now = [0.0]
+    gate = OncePerSecond(clock=lambda: now[0])
+
+    def record(msg):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    assert gate.filter(record("accept failed"))
+    assert [gate.filter(record("accept failed")) for _ in range(5)] == [False] * 5
+    assert gate.filter(record("another thing"))
+    now[0] = 1.5
+    passed = record("accept failed")
+    assert gate.filter(passed) and "(5 more like it dropped in the last second)" in passed.getMessage()
+    assert gate.filter(logging.LogRecord("revops.router", logging.INFO, __file__, 1, "x", None, None))
+
+
+# --- the database down: 503 in words everywhere (item 6) ---------------------------------------
+
+async def test_database_down_means_503_in_words_on_every_endpoint(bot, db_url):
+    runtime = bot.runtime
+    live = runtime.services.db
+    if db_url.startswith("sqlite"):
+        dead = Database("sqlite+aiosqlite:////proc/revops-no-such-dir/revops.db")
+    else:
+        name = db_url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0]
+                                      + "/postgres")
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+        dead = live
+    webhooks = bot.app.state.stripe_webhooks
+    runtime.services.db = webhooks.db = dead
+    try:
+        answers = {
+            "/flags": bot.admin_get("/flags"),
+            "/incidents": bot.admin_get("/incidents"),
+            "/incidents/1": bot.admin_get("/incidents/1"),
+            "/alerts": bot.http.post("/alerts", json=ALERT, headers={"Authorization": f"Bearer {ALERTS_TOKEN}"}),
+            "/readyz": bot.http.get("/readyz"),
+            "/webhooks/stripe": post_event(bot.http, WEBHOOK_SECRET, make_event("customer.created", {
+                "id": "cus_down", "object": "customer", "email": "down@example.com"})),
+        }
+        for path, r in answers.items():
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert "database" in r.text or "could not store" in r.text, (path, r.text)
+            assert "Traceback" not in r.text and "Internal Server Error" not in r.text
+    finally:
+        runtime.services.db = webhooks.db = live
+        if dead is not live:
+            await dead.dispose()
+
+
+# --- page headers (item 7) -----------------------------------------------------------------------
+
+def test_pages_send_csp_nosniff_no_referrer_and_deny_framing(bot):
+    bot.slash_text("incident declare P2 checkout conversion down", user=RESPONDER)
+    page = bot.admin_get("/incidents")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"  # the signed links never leave in a Referer
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script" not in page.text
+    for other in (bot.http.get("/healthz"), bot.admin_get("/flags"), bot.slash("help"), bot.http.get("/incidents")):
+        assert other.headers["x-content-type-options"] == "nosniff"
+        assert other.headers["referrer-policy"] == "no-referrer" and other.headers["x-frame-options"] == "DENY"

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from ..settings import Settings
 
 LINK_TTL = timedelta(days=7)
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+_SIG = re.compile(r"[0-9a-f]{64}")
 _CONTEXT = b"revops incident page links v1"
 
 
@@ -49,7 +52,9 @@ def signed_url(settings: Settings, path: str, now: datetime, ttl: timedelta = LI
 
 def verify(settings: Settings, path: str, exp: str | None, sig: str | None, now: datetime) -> bool:
     key = _key(settings)
-    if key is None or not exp or not sig or not exp.isdigit():
+    # ASCII only, bounded: `exp=²` passes str.isdigit, a 5,000-digit one is past int()'s limit, and
+    # compare_digest refuses non-ASCII text: each was a 500, and is a 403 now.
+    if key is None or not exp or not sig or not _EXPIRES.fullmatch(exp) or not _SIG.fullmatch(sig):
         return False
     if not hmac.compare_digest(_signature(key, path, int(exp)), sig):
         return False

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..clock import Clock
 from ..db import head_revision
+from ..errors import DatabaseUnavailable
 from ..family import Families
 from ..flags import read_flags
 from ..metrics import render
@@ -16,6 +17,7 @@ from ..outbox import Sender
 from ..runtime import Runtime
 from ..settings import Settings
 from .auth import require_bearer
+from .guard import ConnectionGuard, HttpLimits, RequestGuard
 from .request_id import RequestIdMiddleware
 from .slack_route import SlackEventsRoute
 
@@ -39,7 +41,20 @@ def create_app(settings: Settings, families: Families, *, clock: Clock | None = 
 
     # Plain ASGI middlewares (BaseHTTPMiddleware costs ~0.5 ms a request); the last added is outermost.
     app.add_middleware(SlackEventsRoute)  # POST /slack/events goes straight to bolt (slack_route.py)
+    # Body limits and deadline, malformed Slack requests, security headers; its ConnectionGuard is
+    # also the protocol `serve` gives uvicorn (header timeouts, the connection bound): guard.py.
+    connections = ConnectionGuard(HttpLimits.from_settings(settings.env))
+    app.state.connection_guard = connections
+    secret = settings.env.slack_signing_secret
+    app.add_middleware(RequestGuard, guard=connections,
+                       signing_secret=lambda: secret.get_secret_value() if secret is not None else None)
     app.add_middleware(RequestIdMiddleware)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_unavailable(request: Request, exc: DatabaseUnavailable):
+        # /flags, the pages, /alerts...: the database is down, in words, and a status a caller retries on.
+        return JSONResponse({"error": "the database is unavailable; nothing was changed, try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     for route in families.routes:  # POST /webhooks/stripe, the incident pages, POST /alerts...
         app.include_router(route)
@@ -63,7 +78,8 @@ def create_app(settings: Settings, families: Families, *, clock: Clock | None = 
         try:
             current = await runtime.services.db.current_revision()
         except Exception as exc:  # the database itself is unreachable
-            return JSONResponse({"ready": False, "database": f"unreachable ({type(exc).__name__})"}, status_code=503)
+            return JSONResponse({"ready": False, "database": f"unreachable ({type(exc).__name__})",
+                                 "error": "the database is unavailable"}, status_code=503)
         if current != head:
             return JSONResponse({"ready": False, "database": "reachable", "migrations": f"at {current}, head is {head}"},
                                 status_code=503)
