@@ -46,13 +46,14 @@ SECRET = "whsec_bench_0123456789abcdef"
 class _OnePerDelivery:
     """--plain: what the app's group commit would be, each delivery in a transaction of its own."""
 
-    def __init__(self, db):
+    def __init__(self, db, policy=None):
         self.db = db
+        self.policy = policy
 
     async def submit(self, event, now):
         from bot.billing.events import store_alone
 
-        return await store_alone(self.db, event, now)
+        return await store_alone(self.db, event, now, self.policy)
 
     async def aclose(self) -> None:
         pass

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from stripe import api_version as STRIPE_SDK_API_VERSION
 
 from .durations import bounded, parse_duration
 from .errors import SettingsError
@@ -44,6 +45,8 @@ class EnvSettings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    # The Stripe API version every call sends and events are read as: the pinned SDK's own by default.
+    stripe_api_version: str = STRIPE_SDK_API_VERSION
     revops_config: str | None = None
     revops_admin_api_key: SecretStr | None = None
     revops_alerts_token: SecretStr | None = None
@@ -84,6 +87,16 @@ class EnvSettings(BaseSettings):
         parse_body_limits(value)
         return value
 
+    @field_validator("stripe_api_version")
+    @classmethod
+    def _api_version_shape(cls, value: str) -> str:
+        value = value.strip()
+        date, _, _release = value.partition(".")
+        parts = date.split("-")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts) or len(value) > 64:
+            raise ValueError("must be a Stripe API version such as 2025-03-31.basil")
+        return value
+
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -122,6 +135,20 @@ class CreditsSection(_Section):
     daily_cap: int = Field(default=1000, ge=1)
     max_pending_per_requester: int = Field(default=2, ge=1, le=100)  # per account
     approval_ttl: Cadence = timedelta(minutes=30)
+    # What a paid Checkout Session grants per unit (quantity multiplies): Price id, Product id or lookup key.
+    packs: dict[str, Annotated[int, Field(ge=1)]] = {}
+
+
+class StripeSection(_Section):
+    accounts: list[str] = []  # connected accounts (acct_…) whose events the mirror takes; others are ignored
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_ids(cls, value: list[str]) -> list[str]:
+        for account in value:
+            if not account.startswith("acct_"):
+                raise ValueError(f"expected acct_… ids, got {account[:40]!r}")
+        return value
 
 
 class SeverityClock(_Section):
@@ -171,6 +198,7 @@ class FileConfig(_Section):
     slack: SlackSection = SlackSection()
     roles: RolesSection = RolesSection()
     credits: CreditsSection = CreditsSection()
+    stripe: StripeSection = StripeSection()
     severity: dict[Literal["P1", "P2", "P3"], SeverityClock] = Field(default_factory=_default_severities)
     escalation: dict[str, EscalationLevel] = {}
     health: HealthSection = HealthSection()

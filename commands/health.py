@@ -14,6 +14,7 @@ import time
 from bot.context import Context
 from bot.errors import UsageError
 from bot.health.history import P95, record_probes, recent_p95
+from bot.health.preflight import stripe_events_check
 from bot.health.probes import ProbeResult, probe_services
 from bot.health.selfcheck import (
     NETWORK_TIMEOUT,
@@ -75,7 +76,8 @@ async def health(ctx: Context, args: dict) -> Reply:
     if whole:
         db = await database_check(ctx.session)
         bot_checks = [db, await migrations_check(ctx.session), stripe, slack.check,
-                      await heartbeat_check(ctx.session, settings, ctx.now), await webhook_check(ctx.session, ctx.now)]
+                      await heartbeat_check(ctx.session, settings, ctx.now), await webhook_check(ctx.session, ctx.now),
+                      await stripe_events_check(ctx.session, settings, ctx.now)]
     return health_reply(results, p95s, bot_checks, secrets_presence(settings) if whole else None, elapsed, whole)
 
 

@@ -1,5 +1,6 @@
 """`preflight`: the go-live checklist (SPEC §4) — required settings, Stripe key mode
-against REVOPS_ENV, webhook secret, database kind, migrations, dry-run and panic,
+against REVOPS_ENV, webhook secret, the pinned Stripe API version against the SDK's and the
+webhook endpoints', database kind, migrations, dry-run and panic,
 roles, templates, Slack scopes. Pass / warn / fail with a fix each; secrets are
 only "set" or "missing". The same checks back `revops preflight` (CLI)."""
 
@@ -30,7 +31,8 @@ def mrkdwn_line(check: Check) -> str:
 async def preflight(ctx: Context, args: dict) -> Reply:
     settings = ctx.settings
     checks = await run_preflight(settings, ctx.session, templates=ctx.services.template_samples(settings),
-                                 slack_auth_test=ctx.services.extras.get("slack_auth_test"))
+                                 slack_auth_test=ctx.services.extras.get("slack_auth_test"),
+                                 stripe=ctx.services.stripe, now=ctx.now)
     passed, warned, failed = summary(checks)
     icon = ":x:" if failed else (":warning:" if warned else ":white_check_mark:")
     verdict = "not ready to go live" if failed else "ready to go live"

@@ -7,6 +7,7 @@ scheduler's daily post to the incident channel, `views.daily_reconcile`)."""
 from datetime import datetime, timezone
 
 from bot.billing import reconcile as billing_reconcile
+from bot.billing.policy import EventPolicy
 from bot.billing.views import reconcile_reply
 from bot.context import Context
 from bot.errors import UsageError
@@ -48,7 +49,7 @@ async def replay_missed(ctx: Context, value: str) -> Reply:
     since = datetime.fromtimestamp(since_s, tz=timezone.utc)
     until = datetime.fromtimestamp(until_s, tz=timezone.utc)
     summary = await billing_reconcile.replay_missed(ctx.session, stripe_of(ctx), since=since, until=until,
-                                                    now=ctx.now)
+                                                    now=ctx.now, policy=EventPolicy.from_settings(ctx.settings))
     sentence = _replay_sentence(summary)
     ctx.note(subject="stripe-events", detail=sentence)
     lines = [f"{r.event_id}: {r.status} — {r.detail}" for r in summary.results[:SHOW]]

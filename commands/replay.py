@@ -1,8 +1,9 @@
 """`replay <evt_…>` and `replay failed [--since 24h]`: apply Stripe events again, idempotently.
 
 A single replay re-fetches the event from Stripe (the stored copy when Stripe no longer has it,
-or cannot be reached) and says what changed, or "already applied". A bulk replay of failed
-events uses the stored copies, after an approver's confirm click.
+or cannot be reached — a thin event always), fetches again what applying it needs (fetch.py:
+line items, a thin event's object), and says what changed, or "already applied". A bulk replay
+of failed events uses the stored copies as they are, after an approver's confirm click.
 """
 
 from datetime import timedelta
@@ -11,6 +12,9 @@ from sqlalchemy import func, select
 
 from bot.billing.models import StripeEvent
 from bot.billing.events import Result, store_and_apply
+from bot.billing.fetch import prepare
+from bot.billing.intake import REVOPS, storable
+from bot.billing.policy import EventPolicy
 from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import NotFound, UpstreamError, UsageError
@@ -38,23 +42,34 @@ async def replay_event(ctx: Context, args: dict) -> Reply:
     if not event_id.startswith("evt_"):
         raise UsageError(f"expected an evt_… id, got `{event_id[:40]}`")
     stripe = stripe_of(ctx)
+    policy = EventPolicy.from_settings(ctx.settings)
     note = None
     try:
         event = await stripe.retrieve("event", event_id)
     except UpstreamError as exc:
         event, note = None, f"{exc}"
-    stored = await ctx.session.get(StripeEvent, event_id)
-    if event is None:
-        if stored is None:
-            if note:
-                raise UpstreamError(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored "
-                                    f"copy of `{event_id}`; nothing was changed")
-            raise NotFound(f"No event `{event_id}`: Stripe does not know it and the bot never received it.")
-        event = stored.payload
+    async with ctx.services.db.reading() as reading:  # the stored copy, read before the unit of work writes
+        copy = await reading.get(StripeEvent, event_id)
+        stored_payload = dict(copy.payload) if copy is not None else None
+    if event is not None:
+        event = storable(event, ctx.now)
+    elif stored_payload is not None:
+        # The stored copy, with what it needs from Stripe fetched again (a failed fetch is what a replay is for).
+        event = {key: value for key, value in stored_payload.items() if key != REVOPS}
+        kept = {k: v for k, v in (stored_payload.get(REVOPS) or {}).items() if k in ("problem", "body")}
+        if kept:
+            event[REVOPS] = kept
         note = (f"{note.removesuffix('; nothing was changed')}: replayed the bot's stored copy" if note
                 else "Stripe no longer has this event: replayed the bot's stored copy")
+    elif note:
+        raise UpstreamError(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored "
+                            f"copy of `{event_id}`; nothing was changed")
+    else:
+        raise NotFound(f"No event `{event_id}`: Stripe does not know it and the bot never received it.")
+    event = await prepare(stripe, event, policy)  # network calls before the unit of work's first statement
+    stored = await ctx.session.get(StripeEvent, event_id)
     previous = stored.status if stored else None
-    [result] = await store_and_apply(ctx.session, [event], source="replay", now=ctx.now, again=True)
+    [result] = await store_and_apply(ctx.session, [event], source="replay", now=ctx.now, again=True, policy=policy)
     ctx.note(subject=event_id, detail=f"{result.status}: {result.detail}"[:400])
     kind = event.get("type")
     if result.status == "failed":
@@ -107,7 +122,7 @@ async def replay_failed(ctx: Context, args: dict) -> Reply:
 
 async def _replay_rows(ctx: Context, rows: list[StripeEvent], what: str) -> Reply:
     results = await store_and_apply(ctx.session, [row.payload for row in rows], source="replay", now=ctx.now,
-                                    again=True)
+                                    again=True, policy=EventPolicy.from_settings(ctx.settings))
     fixed = sum(1 for r in results if r.status != "failed")
     ctx.note(subject="stripe-events", detail=f"replayed {len(results)} {what}: {fixed} no longer failing")
     if not results:

@@ -26,6 +26,7 @@ from typing import Any
 from bot.groupcommit import GroupCommit, Transaction
 
 from .events import Result, store_alone, store_and_apply
+from .policy import ACCEPT_ALL, EventPolicy
 
 Item = tuple[dict[str, Any], datetime]  # an event and when it was received
 
@@ -35,6 +36,10 @@ class WebhookGroupCommit(GroupCommit[Item]):
 
     name = "stripe-webhook-batches"
 
+    def __init__(self, db, policy: EventPolicy = ACCEPT_ALL, max_batch: int | None = None):
+        super().__init__(db, max_batch)
+        self.policy = policy  # the key's mode, the connected accounts, the pinned version (policy.py)
+
     async def submit(self, event: dict[str, Any], now: datetime) -> Result:  # type: ignore[override]
         """Store and apply one event with whatever else is waiting; its Result once committed."""
         return await super().submit((event, now))
@@ -43,8 +48,8 @@ class WebhookGroupCommit(GroupCommit[Item]):
         async with transaction() as session:
             # The batch's events were received within a few milliseconds: the first one's time is theirs.
             return await store_and_apply(session, [event for event, _ in items], source="webhook", now=items[0][1],
-                                         isolate=False)
+                                         isolate=False, policy=self.policy)
 
     async def store_one(self, item: Item) -> Result:
         event, now = item
-        return await store_alone(self.db, event, now)
+        return await store_alone(self.db, event, now, self.policy)

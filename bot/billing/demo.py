@@ -46,7 +46,7 @@ async def seed_billing(services) -> None:
         }], source="webhook", now=now)
         await store_and_apply(session, [{
             "id": "evt_DEMOcheckoutbad", "type": "checkout.session.completed", "created": version, "livemode": False,
-            "data": {"object": {"id": "cs_DEMObad", "customer": ada["id"], "payment_status": "paid",
+            "data": {"object": {"id": "cs_DEMObad", "customer": ada["id"], "payment_status": "paid", "mode": "payment",
                                 "metadata": {"credits": "ten"}}},
         }], source="webhook", now=now)
 

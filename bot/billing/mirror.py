@@ -53,10 +53,10 @@ def ts(value: Any) -> datetime | None:
 
 
 def ref_id(value: Any) -> str | None:
-    """An id whether Stripe sent the id or the expanded object."""
+    """An id whether Stripe sent the id or the expanded object (None for anything else)."""
     if isinstance(value, dict):
-        return value.get("id")
-    return value or None
+        value = value.get("id")
+    return value[:255] if isinstance(value, str) and value else None
 
 
 def account_id_for(customer: dict[str, Any]) -> str:
@@ -66,6 +66,8 @@ def account_id_for(customer: dict[str, Any]) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, list):  # a subscription's items
+        return ", ".join(f"{i.get('price')} ×{i.get('quantity')}" for i in value if isinstance(i, dict)) or "none"
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M}"
     if value is None:
@@ -77,7 +79,7 @@ def _show(value: Any) -> str:
 # second, state only moves forward along these ranks (a draft invoice never replaces a paid one).
 _RANKS = {
     "invoice": {"draft": 0, "open": 1, "paid": 2, "uncollectible": 2, "void": 3},
-    "subscription": {"incomplete": 0, "trialing": 1, "active": 2, "past_due": 3, "unpaid": 4,
+    "subscription": {"incomplete": 0, "trialing": 1, "active": 2, "paused": 2, "past_due": 3, "unpaid": 4,
                      "incomplete_expired": 5, "canceled": 5},
 }
 
@@ -198,14 +200,30 @@ async def upsert_customer(session: AsyncSession, obj: dict[str, Any], *, version
     return result
 
 
+def subscription_items(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item: its price, product, quantity and (since 2025-03-31.basil) its own period end."""
+    out = []
+    for item in ((obj.get("items") or {}).get("data") or []):
+        if not isinstance(item, dict):
+            continue
+        price = item.get("price") or item.get("plan") or {}
+        product = price.get("product") if isinstance(price, dict) else None
+        out.append(dict(id=item.get("id"), price=ref_id(price), product=ref_id(product),
+                        quantity=int(item.get("quantity") or 1),
+                        current_period_end=int(item.get("current_period_end") or 0) or None))
+    return out
+
+
 def subscription_values(obj: dict[str, Any]) -> dict[str, Any]:
-    items = ((obj.get("items") or {}).get("data") or [])
-    first = items[0] if items else {}
-    price = ref_id(first.get("price")) if first else None
-    plan = price or ref_id(first.get("plan")) or ref_id(obj.get("plan"))
-    period_end = obj.get("current_period_end") or first.get("current_period_end")
+    items = subscription_items(obj)
+    prices = [i["price"] for i in items if i["price"]]
+    plan = " + ".join(prices)[:255] if prices else ref_id(obj.get("plan"))
+    # The next renewal: the subscription's own period end (before basil), else its earliest item's.
+    ends = [i["current_period_end"] for i in items if i["current_period_end"]]
+    period_end = obj.get("current_period_end") or (min(ends) if ends else None)
     return dict(customer_id=ref_id(obj.get("customer")), status=obj.get("status") or "unknown", plan=plan,
-                current_period_end=ts(period_end), cancel_at_period_end=bool(obj.get("cancel_at_period_end")))
+                current_period_end=ts(period_end), cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+                items=items)
 
 
 def subscription_row(obj: dict[str, Any], *, version: int, at: datetime) -> MirrorRow:

@@ -1,6 +1,7 @@
 """Billing tables: Stripe events as received, the billing mirror, accounts and the credit ledger.
 
-All on the shared `Base`, created by migration 0002_billing.
+All on the shared `Base`, created by migration 0002_billing; 0008_stripe_today adds each event's
+`api_version` and `account`, every item of a subscription, and the payments (refunds, disputes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class StripeEvent(Base):
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     object_id: Mapped[str | None] = mapped_column(String(255), index=True)
     customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    api_version: Mapped[str | None] = mapped_column(String(64))  # the version the event was rendered in
+    account: Mapped[str | None] = mapped_column(String(255))  # a connected account's acct_…, else None
     payload: Mapped[dict]
     status: Mapped[str] = mapped_column(String(16), index=True)  # processed | failed | ignored
     detail: Mapped[str | None] = mapped_column(Text)  # what applying it did, or why not
@@ -59,6 +62,8 @@ class StripeSubscription(Base):
     plan: Mapped[str | None] = mapped_column(String(255))  # price id, else plan id
     current_period_end: Mapped[datetime | None]
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Every item: [{"id": si_…, "price": price_…, "product": prod_…, "quantity": n, "current_period_end": epoch}]
+    items: Mapped[list | None]
     version: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[datetime]
 
@@ -79,6 +84,29 @@ class StripeInvoice(Base):
     next_payment_attempt: Mapped[datetime | None]
     payment_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     invoice_created: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(BigId, default=0)
+    updated_at: Mapped[datetime]
+
+
+class StripePayment(Base):
+    """One payment (a PaymentIntent, or a charge without one) as its events told it: the invoice it
+    paid (from `invoice_payment` objects), its refunds and disputes. Each part keeps the Stripe time
+    of the state it holds, so the parts arrive in any order."""
+
+    __tablename__ = "stripe_payments"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # pi_… (or ch_… without a PaymentIntent)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    status: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigId, default=0)
+    amount_refunded: Mapped[int] = mapped_column(BigId, default=0)  # the charge's own figure, as of refunds_version
+    refunds_version: Mapped[int] = mapped_column(BigId, default=0)
+    refunds: Mapped[dict | None]  # re_… -> {"amount", "status", "version"}
+    disputes: Mapped[dict | None]  # dp_… -> {"amount", "status", "reason", "version"}
+    failure: Mapped[str | None] = mapped_column(Text)  # the last failed attempt's message
     version: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[datetime]
 

@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .models import StripeEvent, StripeSubscription
 from .stripe_client import StripeClient
 from .events import Result, store_and_apply
+from .fetch import CREDIT_EVENTS, prepare_all
+from .intake import storable
+from .policy import ACCEPT_ALL, EventPolicy
 
 STALE_AFTER = timedelta(hours=24)
 
@@ -54,6 +57,8 @@ class ReconcileReport:
     newest_received: datetime | None
     now: datetime
     notes: list[str] = field(default_factory=list)
+    # Paid checkouts whose credits could not be added (a guest checkout no account matches, …): (event, reason)
+    uncredited: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def only_stripe(self) -> list[str]:
@@ -69,7 +74,7 @@ class ReconcileReport:
 
     @property
     def in_step(self) -> bool:
-        return not (self.only_stripe or self.only_local or self.missed or self.stale)
+        return not (self.only_stripe or self.only_local or self.missed or self.stale or self.uncredited)
 
 
 async def fetch_stripe_side(stripe: StripeClient, since: datetime, until: datetime) -> StripeSide:
@@ -104,8 +109,12 @@ async def compare(session: AsyncSession, side: StripeSide, *, now: datetime, day
                                                                    StripeEvent.created <= side.until))
     local_per_day = Counter(_day(created) for (created,) in rows)
     newest = (await session.execute(select(func.max(StripeEvent.received_at)))).scalar()
+    uncredited = [(event_id, error or "") for event_id, error in await session.execute(
+        select(StripeEvent.id, StripeEvent.error).where(
+            StripeEvent.type.in_(CREDIT_EVENTS), StripeEvent.status == "failed",
+            StripeEvent.received_at >= side.since).order_by(StripeEvent.received_at).limit(50))]
     return ReconcileReport(side.since, side.until, days, side.active, local_active, missed, dict(stripe_per_day),
-                           dict(local_per_day), newest, now)
+                           dict(local_per_day), newest, now, uncredited=uncredited)
 
 
 async def reconcile(session: AsyncSession, stripe: StripeClient, *, now: datetime, days: int) -> ReconcileReport:
@@ -122,12 +131,13 @@ class ReplaySummary:
 
 
 async def replay_missed(session: AsyncSession, stripe: StripeClient, *, since: datetime, until: datetime,
-                        now: datetime) -> ReplaySummary:
-    """Fetch the window's events from Stripe (all of them, before writing anything) and store and
-    apply the ones never stored, oldest first."""
-    events = await stripe.events_between(since, until)
+                        now: datetime, policy: EventPolicy = ACCEPT_ALL) -> ReplaySummary:
+    """Fetch the window's events from Stripe (all of them, and what applying them needs, before
+    writing anything) and store and apply the ones never stored, oldest first."""
+    events = [storable(event, now) for event in await stripe.events_between(since, until)]
+    events = await prepare_all(stripe, events, policy)
     return ReplaySummary(await store_and_apply(session, await missed_events(session, events), source="reconcile",
-                                               now=now))
+                                               now=now, policy=policy))
 
 
 async def daily_report(services, days: int = 1) -> ReconcileReport:

@@ -1,4 +1,4 @@
-"""`POST /webhooks/stripe` (SPEC §3): verified, stored once, applied; 5xx only when not stored.
+"""`POST /webhooks/stripe` (SPEC §3): verified, stored once, applied; 5xx only when the database is unreachable.
 
 The app's lifespan (this router's, merged into the app's by FastAPI) makes the one group commit
 its deliveries share (billing/batch.py) on the runtime's database, and lets its last batch
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
 from .batch import WebhookGroupCommit
+from .policy import EventPolicy
 from .webhooks import ingest
 from ..metrics import ACK_SECONDS, REGISTRY
 
@@ -24,7 +25,8 @@ WEBHOOKS = Counter("revops_stripe_webhooks", "Stripe webhook deliveries, by HTTP
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     # Runs inside the app's own lifespan, once app.state.runtime is started.
-    app.state.stripe_webhooks = WebhookGroupCommit(app.state.runtime.services.db)
+    services = app.state.runtime.services
+    app.state.stripe_webhooks = WebhookGroupCommit(services.db, EventPolicy.from_settings(services.settings))
     try:
         yield
     finally:
@@ -40,7 +42,7 @@ async def stripe_webhook(request: Request):
     payload = await request.body()
     state = request.app.state
     answer = await ingest(state.runtime.services, payload, request.headers.get("stripe-signature"),
-                          state.stripe_webhooks.submit)
+                          state.stripe_webhooks.submit, state.stripe_webhooks.policy)
     ACK_SECONDS.labels(kind="stripe").observe(time.perf_counter() - started)
     WEBHOOKS.labels(code=str(answer.status_code), status=str(answer.body.get("status", "refused"))).inc()
     return JSONResponse(answer.body, status_code=answer.status_code)

@@ -1,6 +1,7 @@
 """The Stripe gateway: async calls through the official `stripe` package (its StripeClient
-with the httpx async client), `STRIPE_API_BASE` honoured, network retries set explicitly,
-and a time budget per call so a Slack answer still arrives when Stripe hangs.
+with the httpx async client), `STRIPE_API_BASE` honoured, every call at the pinned
+`STRIPE_API_VERSION` (policy.py), network retries set explicitly, and a time budget per call
+so a Slack answer still arrives when Stripe hangs.
 
 Every failure becomes `UpstreamError` with one sentence for the person who asked
 ("Stripe is unreachable (connection refused); nothing was changed"); a missing object is
@@ -33,13 +34,19 @@ CALL_BUDGET = 12.0
 # Listing more than this many objects in one command is refused rather than left running.
 MAX_LISTED = 20_000
 
+# What `retrieve` fetches, by the object's `object` name: the client's service for it.
+RETRIEVABLE = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices", "event": "events",
+               "charge": "charges", "payment_intent": "payment_intents", "refund": "refunds",
+               "dispute": "disputes", "invoice_payment": "invoice_payments", "checkout.session": "checkout.sessions"}
+
 
 class StripeClient:
-    def __init__(self, api_key: str | None, *, api_base: str | None = None,
+    def __init__(self, api_key: str | None, *, api_base: str | None = None, api_version: str | None = None,
                  max_network_retries: int = MAX_NETWORK_RETRIES, connect_timeout: float = CONNECT_TIMEOUT,
                  request_timeout: float = REQUEST_TIMEOUT, call_budget: float = CALL_BUDGET):
         self.api_key = api_key
         self.api_base = (api_base or stripe.DEFAULT_API_BASE).rstrip("/")
+        self.api_version = api_version or stripe.api_version
         self.max_network_retries = max_network_retries
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
@@ -51,7 +58,7 @@ class StripeClient:
     def from_settings(cls, settings) -> "StripeClient":
         env = settings.env
         key = env.stripe_secret_key.get_secret_value() if env.stripe_secret_key is not None else None
-        return cls(key, api_base=env.stripe_api_base)
+        return cls(key, api_base=env.stripe_api_base, api_version=env.stripe_api_version)
 
     @property
     def configured(self) -> bool:
@@ -66,6 +73,7 @@ class StripeClient:
             self._client = stripe.StripeClient(
                 self.api_key,
                 base_addresses={"api": self.api_base},
+                stripe_version=self.api_version,
                 max_network_retries=self.max_network_retries,
                 http_client=self._http,
             )
@@ -93,13 +101,15 @@ class StripeClient:
     # -- reads ------------------------------------------------------------------------------------
 
     async def retrieve(self, kind: str, object_id: str) -> dict[str, Any] | None:
-        """One object (`customer`, `subscription`, `invoice`, `event`, `charge`); None when Stripe has none."""
-        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
-                   "event": "events", "charge": "charges"}[kind]
+        """One object of a kind in RETRIEVABLE (its `object` name); None when Stripe has none."""
+        path = RETRIEVABLE[kind]
 
         async def go(client: stripe.StripeClient):
             try:
-                obj = await getattr(client.v1, service).retrieve_async(object_id)
+                service: Any = client.v1
+                for part in path.split("."):
+                    service = getattr(service, part)
+                obj = await service.retrieve_async(object_id)
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     return None
@@ -135,6 +145,30 @@ class StripeClient:
             return [item.to_dict() for item in page.data]
 
         return await self._call(f"listing {service}", go)
+
+    async def line_items(self, session_id: str, max_items: int = 100) -> list[dict[str, Any]]:
+        """A Checkout Session's line items, each with its Price (and the Price's Product) expanded."""
+
+        async def go(client: stripe.StripeClient):
+            page = await client.v1.checkout.sessions.line_items.list_async(
+                session_id, params={"limit": 100, "expand": ["data.price.product"]})
+            out: list[dict[str, Any]] = []
+            async for item in page.auto_paging_iter():
+                out.append(item.to_dict())
+                if len(out) >= max_items:
+                    break
+            return out
+
+        return await self._call(f"fetching the line items of {session_id}", go)
+
+    async def webhook_endpoints(self) -> list[dict[str, Any]]:
+        """The account's webhook endpoints (their url, status and api_version)."""
+
+        async def go(client: stripe.StripeClient):
+            page = await client.v1.webhook_endpoints.list_async(params={"limit": 100})
+            return [item.to_dict() for item in page.data]
+
+        return await self._call("listing webhook endpoints", go)
 
     async def customers_by_email(self, email: str) -> list[dict[str, Any]]:
         return await self.list("customer", email=email, max_items=20)

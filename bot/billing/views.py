@@ -56,6 +56,10 @@ def reconcile_reply(report: ReconcileReport) -> Reply:
         age = report.now - report.newest_received
         state = ":warning: stale (no event for over 24 h)" if report.stale else "fresh"
         lines.append(f"*Freshness*: newest event received {_ago(age)} ago — {state}")
+    if report.uncredited:
+        lines.append(f"*Checkouts not credited*: {len(report.uncredited)} paid, stored as failed (fix, then "
+                     "`replay` each):")
+        lines += [f"  {event_id}: {reason[:160]}" for event_id, reason in report.uncredited[:SHOW_IDS]]
     lines += report.notes
     buttons = []
     if report.missed:

@@ -1,31 +1,38 @@
 """Stripe webhook ingest: verify `Stripe-Signature`, then store each event once by id and apply
 it in the same transaction (events.py), and say what happened.
 
-    bad or stale signature, malformed body -> 400, nothing stored
+    bad or stale signature                  -> 400, nothing stored
+    a body that is not JSON (not an object) -> 400, nothing stored
     a duplicate delivery                    -> 200, nothing done
     stored (processed, failed or ignored)   -> 200
-    could not store (database down)         -> 503, so Stripe retries
+    could not store (database unreachable)  -> 503, so Stripe retries
 
-A handler that raises does not lose the event: it is stored as `failed` with the error and
-answered 200, ready for `replay failed`. Concurrent deliveries share one transaction (group
-commit, batch.py): bench/webhook_ingest.py measures why.
+Nothing else gets an error: a signed event that cannot be taken as it is (intake.py: NUL
+characters, an id over 255 characters, a `created` no clock can hold, JSON nested too deep, no
+id or type), one whose handler raises, one the database refuses to store as it is, is stored as
+`failed` with the reason and answered 200 — Stripe would only retry a poison event for three
+days; `replay` tries again after a fix. Thin events (`v2.core.event`, Stripe's ping) are stored
+and applied or ignored with the reason like any other. What a handler needs from Stripe
+(fetch.py) is fetched before the transaction. Concurrent deliveries share one transaction
+(group commit, batch.py): bench/webhook_ingest.py measures why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy.exc import DBAPIError
-
 from bot.errors import DatabaseUnavailable
+from bot.groupcommit import database_down
 
-from .events import Result
+from .events import Result, store_refused
+from .fetch import prepare
+from .intake import read_event
+from .policy import ACCEPT_ALL, EventPolicy
 
 log = logging.getLogger("revops.webhooks")
 
@@ -69,22 +76,9 @@ def verify_signature(payload: bytes, header: str | None, secret: str, *, now: fl
         raise SignatureError(f"timestamp outside the {tolerance} s tolerance")
 
 
-def parse_event(payload: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body is not JSON") from None
-    if not isinstance(event, dict):
-        raise ValueError("body is not a JSON object")
-    if not isinstance(event.get("id"), str) or not event["id"].startswith("evt_"):
-        raise ValueError("event has no evt_ id")
-    if not isinstance(event.get("type"), str) or not event["type"]:
-        raise ValueError("event has no type")
-    if not isinstance(event.get("created"), int):
-        raise ValueError("event has no created timestamp")
-    if not isinstance(event.get("data"), dict):
-        raise ValueError("event has no data")
-    return event
+def parse_event(payload: bytes, now: datetime) -> dict[str, Any]:
+    """The event to store (intake.read_event); ValueError only when the body is not JSON."""
+    return read_event(payload, now)
 
 
 @dataclass
@@ -93,9 +87,11 @@ class Answer:
     body: dict[str, Any]
 
 
-async def ingest(services, payload: bytes, signature: str | None, store: Store) -> Answer:
+async def ingest(services, payload: bytes, signature: str | None, store: Store,
+                 policy: EventPolicy = ACCEPT_ALL) -> Answer:
     """The whole of `POST /webhooks/stripe`, without the HTTP framework. `store(event, now)`
-    stores and applies a verified event (bot/billing/routes.py passes the app's group commit)."""
+    stores and applies a verified event (bot/billing/routes.py passes the app's group commit,
+    and the policy it applies events under)."""
     secret = services.settings.env.stripe_webhook_secret
     if secret is None:
         return Answer(503, {"error": "STRIPE_WEBHOOK_SECRET is not set; the bot cannot verify Stripe webhooks"})
@@ -106,16 +102,29 @@ async def ingest(services, payload: bytes, signature: str | None, store: Store) 
         log.info("stripe webhook refused: %s", exc)
         return Answer(400, {"error": f"bad signature: {exc}"})
     try:
-        event = parse_event(payload)
+        event = parse_event(payload, now)
     except ValueError as exc:
         return Answer(400, {"error": f"malformed event: {exc}"})
+    event = await prepare(services.stripe, event, policy)  # before the transaction: no network inside it
     try:
         result = await store(event, now)
-    except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
-        log.error("stripe event %s not stored: database unavailable (%s)", event["id"], type(cause).__name__)
-        return Answer(503, {"error": "could not store the event; retry later"})
-    except Exception:
-        log.exception("stripe event %s not stored", event["id"])
-        return Answer(500, {"error": "could not store the event; retry later"})
+    except Exception as exc:
+        if database_down(exc):
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
+            log.error("stripe event %s not stored: database unavailable (%s)", event["id"], type(cause).__name__)
+            return Answer(503, {"error": "could not store the event; retry later"})
+        result = await _store_refused(services, event, now, exc)
+        if result is None:
+            return Answer(503, {"error": "could not store the event; retry later"})
     return Answer(200, {"received": True, "id": result.event_id, "status": result.status})
+
+
+async def _store_refused(services, event: dict[str, Any], now: datetime, exc: Exception) -> Result | None:
+    """The database refused the event as it is: its essentials stored as failed (None if even that fails)."""
+    reason = f"the database refused to store the event as it is ({type(exc).__name__}); stored as failed, not applied"
+    log.warning("stripe event %s: %s", str(event.get("id"))[:80], reason)
+    try:
+        return await store_refused(services.db, event, now, reason)
+    except Exception:
+        log.exception("stripe event %s could not be stored even as failed", str(event.get("id"))[:80])
+        return None

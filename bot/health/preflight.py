@@ -7,11 +7,19 @@ pipelines.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+import stripe as stripe_sdk
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..billing.models import StripeEvent
+from ..billing.policy import EventPolicy, key_livemode
+from ..billing.stripe_client import StripeClient
+from ..errors import UpstreamError
 from ..flags import read_flags
+from ..groupcommit import database_down
 from ..settings import Settings
 from ..templating import render_check
 from .selfcheck import (
@@ -34,12 +42,15 @@ REQUIRED_SECRETS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "STRIPE_SECRET_KE
 async def run_preflight(settings: Settings, session: AsyncSession | None, *,
                         templates: Mapping[str, Mapping[str, Any]],
                         slack_auth_test: SlackAuthTest | None = None,
-                        database_error: str | None = None) -> list[Check]:
+                        database_error: str | None = None, stripe: StripeClient | None = None,
+                        now: datetime | None = None) -> list[Check]:
     """Every check, in checklist order. `session=None` means the database could not be
-    reached (`database_error` says how); the checks that need it then fail."""
+    reached (`database_error` says how); the checks that need it then fail. `stripe` reads the
+    webhook endpoints' API version (one is made from the settings when not given)."""
     slack = await slack_check(settings, slack_auth_test)  # before the session work: no lock held on the network
+    endpoints = await webhook_endpoints(settings, stripe)  # likewise
     checks = [settings_check(settings), webhook_secret_check(settings), key_mode_check(settings),
-              database_kind_check(settings)]
+              api_version_check(settings, *endpoints), database_kind_check(settings)]
     if session is None:
         why = database_error or "unreachable"
         checks.append(Check("database", "fail", why, "check DATABASE_URL and that the server is up"))
@@ -52,6 +63,8 @@ async def run_preflight(settings: Settings, session: AsyncSession | None, *,
             Check("migrations", "fail", "not checked: the database is unreachable", "run `revops db upgrade`")
         checks.append(migrations)
         checks.extend(await flag_checks(session))
+        if migrations.ok:
+            checks.append(await stripe_events_check(session, settings, now or datetime.now(timezone.utc)))
     checks.append(roles_check(settings))
     checks.append(templates_check(settings, templates))
     checks.append(scopes_check(slack))
@@ -98,6 +111,102 @@ def key_mode_check(settings: Settings) -> Check:
         return Check("stripe key mode", "fail", "test key with REVOPS_ENV=production: no real payments",
                      "set the sk_live_ key in production")
     return Check("stripe key mode", "pass", f"{mode} key, REVOPS_ENV={env}")
+
+
+async def webhook_endpoints(settings: Settings, stripe: StripeClient | None) -> tuple[list[dict] | None, str | None]:
+    """The account's webhook endpoints, or why they could not be read (a restricted key, say)."""
+    client = stripe or StripeClient.from_settings(settings)
+    if not client.configured:
+        return None, "STRIPE_SECRET_KEY missing"
+    try:
+        return await client.webhook_endpoints(), None
+    except UpstreamError as exc:
+        return None, str(exc).removesuffix("; nothing was changed")
+    finally:
+        if stripe is None:
+            await client.aclose()
+
+
+def endpoint_fix(pinned: str) -> str:
+    return (f"an endpoint's API version is set when it is made: add a new endpoint at API version {pinned} "
+            f"(Dashboard → Developers → Webhooks → Add destination → API version {pinned}, or `stripe "
+            f"webhook_endpoints create --url https://…/webhooks/stripe --api-version {pinned} …`), set "
+            "STRIPE_WEBHOOK_SECRET to its signing secret, then disable the old endpoint")
+
+
+def api_version_check(settings: Settings, endpoints: list[dict] | None, error: str | None) -> Check:
+    """The pinned API version against the SDK's own and the webhook endpoints' versions."""
+    pinned, sdk = settings.env.stripe_api_version, stripe_sdk.api_version
+    problems, fixes = [], []
+    if pinned != sdk:
+        problems.append(f"STRIPE_API_VERSION {pinned} is not the SDK's own ({sdk}, stripe {stripe_sdk.VERSION})")
+        fixes.append("unset STRIPE_API_VERSION (the SDK's own is the default) or install the SDK built for it")
+    if endpoints is None:
+        detail = f"calls send {pinned}; webhook endpoints not read ({error})"
+        if problems:
+            return Check("API version", "warn", "; ".join(problems) + f"; {detail}", "; ".join(fixes))
+        return Check("API version", "warn", detail,
+                     "give the key read access to webhook endpoints, or check each endpoint's API version in "
+                     f"the Dashboard is {pinned}")
+    active = [e for e in endpoints if e.get("status") != "disabled"]
+    differing = [e for e in active if e.get("api_version") != pinned]
+    for endpoint in differing:
+        version = endpoint.get("api_version") or "the account's default"
+        problems.append(f"webhook endpoint {endpoint.get('id')} ({str(endpoint.get('url'))[:80]}) sends {version}")
+    if differing:
+        fixes.append(endpoint_fix(pinned))
+    if problems:
+        return Check("API version", "warn", "; ".join(problems) + f" (the bot reads {pinned})", "; ".join(fixes))
+    return Check("API version", "pass", f"calls send {pinned}, the SDK's own; "
+                                               f"{len(active)} webhook endpoint(s) at {pinned}")
+
+
+async def stripe_events_check(session: AsyncSession, settings: Settings, now: datetime,
+                              window: timedelta = timedelta(days=7)) -> Check:
+    """Stored events of the last week rendered at another API version, in the other mode than the
+    key's, or from connected accounts not listed (health and preflight)."""
+    try:
+        async with session.begin_nested():  # a database behind on migrations fails only this check
+            return await _stripe_events_check(session, settings, now, window)
+    except Exception as exc:
+        if database_down(exc):
+            raise
+        return Check("event log", "warn", f"stored events could not be read ({type(exc).__name__})",
+                     "run `revops db upgrade`")
+
+
+async def _stripe_events_check(session: AsyncSession, settings: Settings, now: datetime, window: timedelta) -> Check:
+    policy = EventPolicy.from_settings(settings)
+    since = now - window
+    recent = StripeEvent.received_at >= since
+    other_version = (await session.execute(
+        select(StripeEvent.api_version, func.count()).where(
+            recent, StripeEvent.api_version.is_not(None), StripeEvent.api_version != policy.api_version)
+        .group_by(StripeEvent.api_version).order_by(func.count().desc()).limit(3))).all()
+    parts, fixes = [], []
+    if other_version:
+        shown = ", ".join(f"{n} at {version}" for version, n in other_version)
+        parts.append(f"events in another API version than {policy.api_version}: {shown}")
+        fixes.append(endpoint_fix(policy.api_version))
+    livemode = key_livemode(settings.env.stripe_secret_key.get_secret_value()
+                            if settings.env.stripe_secret_key is not None else None)
+    if livemode is not None:
+        wrong_mode = (await session.execute(select(func.count()).select_from(StripeEvent).where(
+            recent, StripeEvent.livemode.is_(not livemode)))).scalar_one()
+        if wrong_mode:
+            mode, key = ("live", "test") if not livemode else ("test", "live")
+            parts.append(f"{wrong_mode} {mode}-mode event(s) ignored: the key is a {key}-mode key")
+            fixes.append(f"point the {mode}-mode webhook endpoint at the bot that holds the {mode}-mode key")
+    accounts = (await session.execute(select(func.count()).select_from(StripeEvent).where(
+        recent, StripeEvent.account.is_not(None), StripeEvent.status == "ignored",
+        StripeEvent.account.not_in(sorted(policy.accounts)) if policy.accounts else StripeEvent.account.is_not(None)
+    ))).scalar_one()
+    if accounts:
+        parts.append(f"{accounts} event(s) of connected accounts not in [stripe] accounts ignored")
+        fixes.append("list the acct_… ids the mirror should take under [stripe] accounts, then `replay` them")
+    if parts:
+        return Check("event log", "warn", "last 7 days: " + "; ".join(parts), "; ".join(fixes))
+    return Check("event log", "pass", f"every event of the last 7 days in {policy.api_version} and the key's mode")
 
 
 def database_kind_check(settings: Settings) -> Check:

@@ -88,7 +88,7 @@ def test_replay_uses_the_stored_copy_when_stripe_no_longer_has_it(stripe_bot):
 def test_an_event_received_by_webhook_and_replayed_is_applied_once(stripe_bot):
     event = make_event("checkout.session.completed", {
         "id": "cs_w", "object": "checkout.session", "customer": "cus_w", "client_reference_id": "acct_w",
-        "payment_status": "paid", "metadata": {"credits": "15"}})
+        "payment_status": "paid", "mode": "payment", "metadata": {"credits": "15"}})
     assert stripe_bot.post_event(event).json()["status"] == "processed"
     text = stripe_bot.answer(f"replay {event['id']}", user=RESPONDER)
     assert "was already applied; nothing changed" in text and "15 credits already added to acct_w" in text
@@ -117,7 +117,7 @@ def _fail_a_stored_event(stripe_bot, event):
 def test_replay_failed_after_a_confirm(stripe_bot):
     event = make_event("checkout.session.completed", {
         "id": "cs_f", "object": "checkout.session", "customer": "cus_f", "client_reference_id": "acct_f",
-        "payment_status": "paid", "metadata": {"credits": "25"}})
+        "payment_status": "paid", "mode": "payment", "metadata": {"credits": "25"}})
     _fail_a_stored_event(stripe_bot, event)
     assert "needs the approver role" in stripe_bot.slash_text("replay failed", user=RESPONDER)
     text = stripe_bot.slash_text("replay failed --since 2h", user=APPROVER)
@@ -138,7 +138,7 @@ def test_replay_failed_after_a_confirm(stripe_bot):
 def test_replay_failed_button_of_the_customer_view(stripe_bot):
     event = make_event("checkout.session.completed", {
         "id": "cs_g", "object": "checkout.session", "customer": "cus_g", "client_reference_id": "acct_g",
-        "payment_status": "paid", "metadata": {"credits": "5"}})
+        "payment_status": "paid", "mode": "payment", "metadata": {"credits": "5"}})
     _fail_a_stored_event(stripe_bot, event)
     assert "needs the approver role" in stripe_bot.click("replay.failed_for", "cus_g", user=RESPONDER)
     done = stripe_bot.click("replay.failed_for", "cus_g", user=APPROVER)

@@ -47,13 +47,22 @@ def test_stale_signature_is_refused(webhook_bot):
     assert r.status_code == 200
 
 
-def test_malformed_bodies_get_400(webhook_bot):
-    for body in ("{not json", "[1, 2]", json.dumps({"id": "evt_x", "type": "customer.created"}),
-                 json.dumps({"type": "x", "created": 1, "data": {}}), "\xff\xfe"):
+def test_only_a_body_that_is_not_json_gets_400(webhook_bot):
+    for body in ("{not json", "[1, 2]", "\xff\xfe", ""):
         r = webhook_bot.post_event(body)
         assert r.status_code == 400, body
-        assert "malformed" in r.json()["error"]
+        assert "malformed" in r.json()["error"] and "JSON" in r.json()["error"]
     assert webhook_bot.rows(StripeEvent) == []
+    # Signed JSON objects that are not events as Stripe sends them: stored as failed with the reason, 200.
+    for body in (json.dumps({"id": "evt_x", "type": "customer.created"}),
+                 json.dumps({"type": "x", "created": 1, "data": {}})):
+        r = webhook_bot.post_event(body)
+        assert r.status_code == 200 and r.json()["status"] == "failed", body
+    stored = {e.id: e for e in webhook_bot.rows(StripeEvent)}
+    assert stored["evt_x"].status == "failed" and "no data object" in stored["evt_x"].error
+    assert "not a plausible time" in stored["evt_x"].error
+    [made_up] = [e for e in stored.values() if e.id != "evt_x"]
+    assert made_up.id.startswith("evt_unidentified_") and "no evt_ id" in made_up.error
 
 
 def test_duplicate_delivery_is_stored_and_applied_once(webhook_bot):
@@ -79,7 +88,8 @@ def test_credit_pack_is_idempotent_on_the_session_id(webhook_bot):
     assert [a.balance for a in webhook_bot.rows(Account, Account.id == "acct_buyer")] == [40]
     assert len(webhook_bot.rows(LedgerEntry)) == 1
     # Not a credit pack, or not paid yet: ignored, nothing credited.
-    r = webhook_bot.post_event(make_event("checkout.session.completed", _session("cs_sub", credits="")))
+    subscription = {**_session("cs_sub", credits="30"), "mode": "subscription"}
+    r = webhook_bot.post_event(make_event("checkout.session.completed", subscription))
     assert r.json()["status"] == "ignored"
     r = webhook_bot.post_event(make_event("checkout.session.completed", _session("cs_unpaid", paid="unpaid")))
     assert r.json()["status"] == "ignored"

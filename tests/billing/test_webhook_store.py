@@ -52,7 +52,7 @@ def _invoice(n, status="open", attempts=0):
 
 def _checkout(session_id, credits="25", account="acct_b1", customer="cus_b1"):
     return {"id": session_id, "object": "checkout.session", "customer": customer, "client_reference_id": account,
-            "payment_status": "paid", "payment_intent": f"pi_{session_id}", "metadata": {"credits": credits},
+            "payment_status": "paid", "mode": "payment", "payment_intent": f"pi_{session_id}", "metadata": {"credits": credits},
             "customer_details": {"email": "buyer@example.com"}}
 
 
@@ -315,7 +315,7 @@ async def _dead_database(db_url, request) -> Database:
 
 async def test_database_down_answers_503_to_every_delivery_of_the_batch(db_url, request):
     dead = await _dead_database(db_url, request)
-    services = SimpleNamespace(db=dead, clock=SimpleNamespace(now=lambda: datetime.now(timezone.utc)),
+    services = SimpleNamespace(db=dead, stripe=None, clock=SimpleNamespace(now=lambda: datetime.now(timezone.utc)),
                                settings=SimpleNamespace(env=SimpleNamespace(
                                    stripe_webhook_secret=SecretStr(WEBHOOK_SECRET))))
     bodies = [json.dumps(_event("customer.created", _customer(n), n, created=int(time.time()))) for n in range(4)]

@@ -15,11 +15,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import stripe
 
 from bot.billing.webhooks import sign_payload
 
@@ -161,17 +164,23 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def make_event(event_type: str, obj: dict[str, Any], *, created: int | None = None,
-               event_id: str | None = None) -> dict[str, Any]:
-    """A Stripe event as Stripe would send it (for types localstripe cannot produce)."""
-    return {
+               event_id: str | None = None, api_version: str | None = stripe.api_version,
+               **fields: Any) -> dict[str, Any]:
+    """A Stripe event as Stripe sends it today (for types localstripe cannot produce): rendered at
+    the pinned API version unless told otherwise; `fields` adds top-level keys (account, livemode…)."""
+    event = {
         "id": event_id or f"evt_syn{uuid.uuid4().hex[:20]}",
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": api_version,
         "created": int(time.time()) if created is None else created,
         "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
         "type": event_type,
         "data": {"object": obj},
     }
+    event.update(fields)
+    return event
 
 
 def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
@@ -183,3 +192,63 @@ def post_event(http: httpx.Client, secret: str, event: dict[str, Any] | str, *,
                timestamp: int | None = None) -> httpx.Response:
     body = event if isinstance(event, str) else json.dumps(event)
     return http.post("/webhooks/stripe", content=body, headers=signed_headers(secret, body, timestamp))
+
+
+class StripeFront:
+    """A loopback front for localstripe: the routes localstripe does not have (Checkout line items,
+    webhook endpoints, PaymentIntents in today's shape…) answered from canned objects the test sets
+    in Stripe's current shapes, every other request passed through to localstripe unchanged. The
+    bot's STRIPE_API_BASE points here; `requests` records (method, path, Stripe-Version) of each."""
+
+    def __init__(self, localstripe_url: str):
+        self.upstream = localstripe_url
+        self.canned: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path.split("?", 1)[0]
+                outer.requests.append((self.command, path, self.headers.get("Stripe-Version")))
+                if (self.command, path) in outer.canned:
+                    status, payload = outer.canned[(self.command, path)]
+                    data = json.dumps(payload).encode()
+                    content_type = "application/json"
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    r = httpx.request(self.command, outer.upstream + self.path, content=body, headers=headers,
+                                      timeout=10)
+                    status, data, content_type = r.status_code, r.content, r.headers.get("content-type",
+                                                                                          "application/json")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> "StripeFront":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def serve(self, method: str, path: str, payload: dict[str, Any], status: int = 200) -> None:
+        self.canned[(method, path)] = (status, payload)
+
+    def serve_list(self, path: str, items: list[dict[str, Any]]) -> None:
+        self.serve("GET", path, {"object": "list", "url": path, "has_more": False, "data": items})
