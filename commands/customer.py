@@ -1,7 +1,8 @@
 """`customer <email|cus_…|account>`: Stripe's live view and the local mirror side by side.
 
 Mismatches are listed (status differs, missing locally, unknown to Stripe), failed invoices
-are marked, and the credit balance, recent ledger entries and recent billing events follow.
+are marked, every item of a subscription shown, refunded amounts (on their invoices, through
+their payments) and open disputes listed, and the credit balance, recent ledger entries and recent billing events follow.
 When Stripe cannot be reached the answer says so and shows the mirror alone.
 Buttons: **Sync from Stripe** (responder), **Replay failed events** (approver).
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.billing import ledger
+from bot.billing import ledger, payments
 from bot.billing.mirror import invoice_values, subscription_values, ts
 from bot.billing.models import StripeCustomer, StripeEvent, StripeInvoice, StripeSubscription
 from bot.context import Context
@@ -24,6 +25,16 @@ from bot.roles import Role
 from ._billing import entry_line, money, stripe_of, when
 
 commands = CommandSet("customer")
+
+
+def item_line(item: dict[str, Any]) -> str:
+    """One subscription item: its price, quantity and (today's Stripe) its own renewal."""
+    renews = f", renews {when(ts(item.get('current_period_end')))}" if item.get("current_period_end") else ""
+    return f"{item.get('price') or '—'} ×{item.get('quantity') or 1}{renews}"
+
+
+def refunded_part(amount: int, currency: str | None) -> str:
+    return f", {money(amount, currency)} refunded" if amount else ""
 
 EVENT_ICONS = {"processed": ":white_check_mark:", "ignored": ":heavy_minus_sign:", "failed": ":x:"}
 
@@ -132,12 +143,22 @@ async def customer(ctx: Context, args: dict) -> Reply:
             mismatches.append(problem)
         flag = " :warning:" if problem else ""
         lines.append(f"  {sub_id}: {stripe_part} | {local_part}{flag}")
+        items = lv["items"] if lv else (lc.items or [] if lc else [])
+        if len(items) > 1:
+            lines += [f"    · {item_line(i)}" for i in items]
 
     # -- invoices: Stripe's recent ones, else the mirror's
     local_invoices = {i.id: i for i in (await session.execute(
         select(StripeInvoice).where(StripeInvoice.customer_id == customer_id)
         .order_by(StripeInvoice.invoice_created.desc()).limit(5))).scalars()} if customer_id else {}
     shown = live_invoices if live_invoices else []
+    mirrored_invoices = list(local_invoices) + [inv["id"] for inv in shown if inv["id"] not in local_invoices]
+    customer_payments = await payments.of_customer(session, customer_id, mirrored_invoices) if customer_id else []
+    refunds_by_invoice: dict[str, int] = {}
+    for payment in customer_payments:
+        if payment.invoice_id:
+            refunds_by_invoice[payment.invoice_id] = refunds_by_invoice.get(payment.invoice_id, 0) + \
+                payments.refunded(payment)
     if shown or local_invoices:
         lines.append("*Recent invoices*" + ("" if shown else " (mirror)"))
     for inv in shown:
@@ -147,8 +168,9 @@ async def customer(ctx: Context, args: dict) -> Reply:
                                               and values["status"] != "paid")
         mark = " :x: *payment failed*" if failed else ""
         retry = f", next attempt {when(ts(inv.get('next_payment_attempt')))}" if inv.get("next_payment_attempt") else ""
+        refund = refunded_part(refunds_by_invoice.get(inv["id"], 0), values["currency"])
         lines.append(f"  {inv['id']}: {values['status']}, {money(values['amount_due'], values['currency'])}, "
-                     f"{values['attempt_count']} attempt(s){retry}{mark}")
+                     f"{values['attempt_count']} attempt(s){retry}{refund}{mark}")
         if stripe_error is None:
             if mirrored is None:
                 mismatches.append(f"invoice {inv['id']} is missing locally")
@@ -157,8 +179,24 @@ async def customer(ctx: Context, args: dict) -> Reply:
     if not shown:
         for inv in local_invoices.values():
             mark = " :x: *payment failed*" if inv.payment_failed else ""
+            refund = refunded_part(refunds_by_invoice.get(inv.id, 0), inv.currency)
             lines.append(f"  {inv.id}: {inv.status}, {money(inv.amount_due, inv.currency)}, "
-                         f"{inv.attempt_count} attempt(s){mark}")
+                         f"{inv.attempt_count} attempt(s){refund}{mark}")
+
+    # -- refunds and open disputes (the mirror: refunds reach invoices through their payments)
+    refunded_payments = [p for p in customer_payments if payments.refunded(p)]
+    disputes = [(p, dispute_id, d) for p in customer_payments for dispute_id, d in payments.open_disputes(p)]
+    if refunded_payments:
+        total = sum(payments.refunded(p) for p in refunded_payments)
+        currency = refunded_payments[0].currency
+        lines.append(f"*Refunds*: {money(total, currency)} over {len(refunded_payments)} payment(s)")
+        lines += [f"  {p.id}: {money(payments.refunded(p), p.currency)} of {money(p.amount, p.currency)} refunded"
+                  + (f" (invoice {p.invoice_id})" if p.invoice_id else "") for p in refunded_payments[:5]]
+    if disputes:
+        lines.append(f":rotating_light: *Open disputes*: {len(disputes)}")
+        lines += [f"  {dispute_id} on {p.id}: {money(d.get('amount'), d.get('currency') or p.currency)}, "
+                  f"{d.get('status')}" + (f" ({d.get('reason')})" if d.get("reason") else "")
+                  for p, dispute_id, d in disputes[:5]]
 
     # -- credits
     if account is not None:

@@ -73,7 +73,7 @@ def safe_id(raw: str) -> str:
     """An id that fits the column: itself when it does, else its start and a digest of all of it."""
     if len(raw) <= MAX_ID:
         return raw
-    return f"{raw[:MAX_ID - 42]}~{digest(raw)[:40]}"
+    return f"{raw[:MAX_ID - 41]}~{digest(raw)[:40]}"
 
 
 def created_time(value: Any) -> datetime | None:

@@ -19,7 +19,6 @@ from ..billing.policy import EventPolicy, key_livemode
 from ..billing.stripe_client import StripeClient
 from ..errors import UpstreamError
 from ..flags import read_flags
-from ..groupcommit import database_down
 from ..settings import Settings
 from ..templating import render_check
 from .selfcheck import (
@@ -165,14 +164,11 @@ async def stripe_events_check(session: AsyncSession, settings: Settings, now: da
                               window: timedelta = timedelta(days=7)) -> Check:
     """Stored events of the last week rendered at another API version, in the other mode than the
     key's, or from connected accounts not listed (health and preflight)."""
-    try:
-        async with session.begin_nested():  # a database behind on migrations fails only this check
-            return await _stripe_events_check(session, settings, now, window)
-    except Exception as exc:
-        if database_down(exc):
-            raise
-        return Check("event log", "warn", f"stored events could not be read ({type(exc).__name__})",
+    columns = await _has_table(session, "stripe_events")  # a database behind on migrations: said, not raised
+    if not columns or not {"api_version", "account"} <= set(columns):
+        return Check("event log", "warn", "not checked: the events table predates migration 0008",
                      "run `revops db upgrade`")
+    return await _stripe_events_check(session, settings, now, window)
 
 
 async def _stripe_events_check(session: AsyncSession, settings: Settings, now: datetime, window: timedelta) -> Check:
