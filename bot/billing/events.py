@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.groupcommit import database_down
 
-from . import fetch, handlers, mirror
+from . import fetch, handlers, mirror, payments
 from .handlers import Applied
 from .intake import REVOPS, created_time, plausible, safe_id
 from .models import StripeEvent
@@ -164,6 +164,9 @@ async def _apply_together(session: AsyncSession, events: list[dict[str, Any]], n
     leading = _leading_creations(events, now, policy)
     if len(leading) > 1:
         await mirror.create_all(session, leading)
+        for row in leading:
+            if row.kind == "invoice":  # refunds of its payments that arrived before it
+                await payments.refresh_invoice(session, row.object_id, now)
     else:
         leading = []
     return [handlers.created(row) for row in leading] + [

@@ -99,7 +99,10 @@ async def _invoice(session, obj, version, at, payment_failed: bool | None, *note
     change = await upsert_invoice(session, obj, version=version, at=at, payment_failed=payment_failed)
     if change.stale:
         return _from_change(change)
-    return _from_change(change, *notes, *await payments.refresh_invoice(session, obj["id"], at))
+    refunds = await payments.refresh_invoice(session, obj["id"], at)  # refunds that arrived before it
+    if change.created:  # said as a batch's creation says it ("added to the mirror")
+        return _from_change(change, *notes)
+    return _from_change(change, *notes, *refunds)
 
 
 @handles("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
