@@ -1,7 +1,7 @@
 """stripe today: each event's api_version and account, every subscription item, payments
 
 Revision ID: 0008_stripe_today
-Revises: 0007_one_job_system
+Revises: 0010_alert_dedupe
 """
 import sqlalchemy as sa
 from alembic import op
@@ -9,7 +9,7 @@ from alembic import op
 from bot.models import BigId, UTCDateTime
 
 revision = "0008_stripe_today"
-down_revision = "0007_one_job_system"
+down_revision = "0010_alert_dedupe"
 branch_labels = None
 depends_on = None
 
