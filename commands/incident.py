@@ -44,10 +44,12 @@ def _incident_channel(ctx: Context) -> str:
     return channel
 
 
-async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lock: bool = False) -> Incident:
+async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lock: bool = False,
+                  with_latest_update: bool = False) -> Incident:
     """The addressed incident; for lifecycle commands a clear answer when the channel's last one is resolved."""
     try:
-        return await service.find_incident(ctx.session, ctx.channel, ref, lock=lock)
+        return await service.find_incident(ctx.session, ctx.channel, ref, lock=lock,
+                                           with_latest_update=with_latest_update)
     except NotFound:
         if ref is not None:
             raise
@@ -277,16 +279,19 @@ _ACTIVE_JOBS = (select(_JOBS.c.kind, _JOBS.c.due_at)
 
 
 async def _next_posts(ctx: Context, incident: Incident) -> str:
-    jobs = (await ctx.session.rows(_ACTIVE_JOBS, {"incident_id": incident.id})).all()
+    if hasattr(incident, "latest_update_text"):  # read with its jobs' next times (the status row)
+        jobs = service.row_next_due(incident)
+    else:
+        jobs = [(j.kind, j.due_at) for j in (await ctx.session.rows(_ACTIVE_JOBS, {"incident_id": incident.id})).all()]
     names = {"revenue_update": "revenue update", "engineering_update": "engineering update",
              "update_reminder": "reminder check", "exec_summary": "executive summary", "escalation": "escalation"}
-    return ", ".join(f"{names.get(j.kind, j.kind)} in {format_duration(max(j.due_at - ctx.now, timedelta()))}"
-                     for j in jobs) or "none"
+    return ", ".join(f"{names.get(kind, kind)} in {format_duration(max(due_at - ctx.now, timedelta()))}"
+                     for kind, due_at in jobs) or "none"
 
 
 @commands.command("incident status [#ID]", summary="the incident's state, clocks and impact", role=Role.viewer)
 async def status(ctx: Context, args: dict) -> Reply:
-    incident = await _target(ctx, _ref_arg(args))
+    incident = await _target(ctx, _ref_arg(args), with_latest_update=True)
     view = _view(ctx, incident)
     fields = [
         ("Severity", incident.severity),
@@ -305,7 +310,8 @@ async def status(ctx: Context, args: dict) -> Reply:
         fields.append(("Next automated posts", await _next_posts(ctx, incident)))
     else:
         fields.append(("Root cause", incident.root_cause or "—"))
-    last = await service.latest_update(ctx.session, incident.id)
+    last = (service.row_latest_update(incident) if hasattr(incident, "latest_update_text")
+            else await service.latest_update(ctx.session, incident.id))  # the resolved fallback is an ORM object
     lines = [f"Latest update: {last}"] if last else []
     return Reply(f"Incident #{incident.id} [{incident.severity}] {incident.stage}: {incident.summary} — "
                  f"{incident.status}, {view['duration']}", lines=lines, fields=fields)

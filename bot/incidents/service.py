@@ -9,11 +9,12 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select
+from sqlalchemy import Row, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import Conflict, NotFound, UsageError
+from ..models import ScheduledJob
 from ..scheduler import stop_jobs, upsert_job
 from ..settings import Settings
 from . import links
@@ -64,6 +65,33 @@ _LATEST_UPDATE = (select(_TIMELINE.c.text, _TIMELINE.c.data)
                   .order_by(_TIMELINE.c.at.desc(), _TIMELINE.c.id.desc()).limit(1))
 
 
+def _latest_update_of_row(column):
+    """The incident row's latest update (one column of it), as a scalar subquery of the row's SELECT."""
+    return (select(column)
+            .where(_TIMELINE.c.incident_id == _INCIDENTS.c.id, _TIMELINE.c.kind == "update")
+            .order_by(_TIMELINE.c.at.desc(), _TIMELINE.c.id.desc()).limit(1).scalar_subquery())
+
+
+_JOBS = ScheduledJob.__table__
+
+
+def _next_due_of_row(kind: str):
+    """When the incident row's active job of this kind is next due, as a scalar subquery."""
+    return (select(func.min(_JOBS.c.due_at))
+            .where(_JOBS.c.incident_id == _INCIDENTS.c.id, _JOBS.c.kind == kind, _JOBS.c.status == "active")
+            .scalar_subquery().label(f"next_{kind}"))
+
+
+# `incident status` reads the row, its latest update and when each of its jobs is next due in ONE
+# statement: on SQLite every statement is a trip to the driver's thread, which costs more than the
+# subqueries (bench/ack_latency.py).
+_WITH_LATEST = (_INCIDENTS, _latest_update_of_row(_TIMELINE.c.text).label("latest_update_text"),
+                _latest_update_of_row(_TIMELINE.c.data).label("latest_update_data"),
+                *(_next_due_of_row(kind) for kind in INCIDENT_JOB_KINDS))
+_BY_ID_WITH_LATEST = select(*_WITH_LATEST).where(_INCIDENTS.c.id == bindparam("incident_id"))
+_OPEN_IN_WITH_LATEST = select(*_WITH_LATEST).where(_INCIDENTS.c.open_channel == bindparam("channel"))
+
+
 async def open_incident_in(session: AsyncSession, channel: str | None) -> Incident | None:
     if not channel:
         return None
@@ -77,19 +105,21 @@ async def open_incidents(session: AsyncSession) -> list[Incident]:
 
 
 async def find_incident(session: AsyncSession, channel: str | None, ref: int | None, *,
-                        lock: bool = False) -> Incident | Row:
+                        lock: bool = False, with_latest_update: bool = False) -> Incident | Row:
     """The incident `#ref`, or the open incident of this channel; NotFound says which. Locked, it is
-    the ORM object, to change; not locked, a read-only row with the same attributes."""
+    the ORM object, to change; not locked, a read-only row with the same attributes (and, asked
+    `with_latest_update`, `latest_update_text` / `latest_update_data` for `row_latest_update`)."""
+    by_id, open_in = (_BY_ID_WITH_LATEST, _OPEN_IN_WITH_LATEST) if with_latest_update else (_BY_ID_ROW, _OPEN_IN_ROW)
     if ref is not None:
         params = {"incident_id": ref}
         incident = ((await session.execute(_BY_ID_LOCKED, params)).scalar_one_or_none() if lock
-                    else (await session.rows(_BY_ID_ROW, params)).one_or_none())
+                    else (await session.rows(by_id, params)).one_or_none())
         if incident is None:
             raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
         return incident
     params = {"channel": channel or ""}
     incident = ((await session.execute(_OPEN_IN_LOCKED, params)).scalar_one_or_none() if lock
-                else (await session.rows(_OPEN_IN_ROW, params)).one_or_none())
+                else (await session.rows(open_in, params)).one_or_none())
     if incident is None:
         raise NotFound("There is no open incident in this channel. Declare one with "
                        "`/revops incident declare <P1|P2|P3> <stage> <summary…>`, or name one with #ID "
@@ -240,9 +270,24 @@ async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None
     return list((await session.execute(stmt)).scalars().all())
 
 
+def _update_text(text: str | None, data: dict | None) -> str | None:
+    return (data or {}).get("text", text) if text is not None else None
+
+
 async def latest_update(session: AsyncSession, incident_id: int) -> str | None:
     entry = (await session.rows(_LATEST_UPDATE, {"incident_id": incident_id})).one_or_none()
-    return (entry.data or {}).get("text", entry.text) if entry else None
+    return _update_text(entry.text, entry.data) if entry else None
+
+
+def row_latest_update(row: Row) -> str | None:
+    """The latest update of a row read `with_latest_update` (the same text `latest_update` gives)."""
+    return _update_text(row.latest_update_text, row.latest_update_data)
+
+
+def row_next_due(row: Row) -> list[tuple[str, datetime]]:
+    """(kind, due_at) of the active jobs of a row read `with_latest_update`, soonest first."""
+    due = [(kind, getattr(row, f"next_{kind}")) for kind in INCIDENT_JOB_KINDS]
+    return sorted(((kind, at) for kind, at in due if at is not None), key=lambda job: job[1])
 
 
 LESSON_PREFIXES = ("lesson:", "lessons:", "learned:", "lesson learned:")

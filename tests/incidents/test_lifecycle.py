@@ -57,6 +57,9 @@ async def test_declare_ack_update_resolve_report(ibot, services, clock, fake_sla
     assert "acknowledged after 4m (target 1h)" in status
     assert "$288.00/hour" in status  # (0.032 - 0.029) × 1200 × 80 after the update's figures
     assert "Latest update: rolled back the 11:02 deploy" in status
+    # the jobs' next times, soonest first (read in the status row's one statement)
+    assert ("revenue update in 50m, reminder check in 50m, engineering update in 1h 50m, "
+            "executive summary in 23h 50m") in status
 
     clock.advance(660)
     text = ibot.slash_text("incident resolve payment provider timeouts after a config push", user=RESPONDER)
