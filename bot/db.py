@@ -42,6 +42,7 @@ from .errors import DatabaseUnavailable, exception_chain
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another process's write lock
+MIGRATION_LOCK_KEY = 0x7265766F7073  # "revops": the PostgreSQL advisory lock migrations run under
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}")
 READ_ONLY = "revops_read_only"  # execution option of the PostgreSQL read units' engine
 # SQLite connections kept per engine (each is an aiosqlite thread, idle when unused), as many as a
@@ -338,6 +339,12 @@ class Database:
             alembic_command.upgrade(cfg, "head")
 
         async with self.engine.begin() as conn:
+            # Any number of processes may start at once on an empty database: one migrates, the others
+            # wait for it and then find the schema at head. On SQLite the unit's BEGIN IMMEDIATE is that
+            # lock; on PostgreSQL (where DDL takes no lock that `CREATE TABLE alembic_version` would wait
+            # on) a transaction-level advisory lock, released at commit.
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await conn.run_sync(_run)
 
     async def current_revision(self) -> str | None:
