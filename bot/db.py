@@ -369,6 +369,16 @@ _UNAVAILABLE = {
 }
 
 
+_CONFLICT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+CONFLICT_RETRIES = 3
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """A deadlock or a serialisation failure (PostgreSQL): the transaction was rolled back whole and
+    can simply run again. Read from the driver's `sqlstate`, behind SQLAlchemy's adapter."""
+    return any(getattr(err, "sqlstate", None) in _CONFLICT_SQLSTATES for err in exception_chain(exc, limit=8))
+
+
 @contextmanager
 def _unavailable_as_error() -> Iterator[None]:
     """A lost or unreachable database becomes `DatabaseUnavailable` (the words a user gets)."""

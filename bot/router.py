@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable
 
 from . import audit
 from .context import Context
+from .db import CONFLICT_RETRIES, is_transient_conflict
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
 from .flags import read_flags
 from .groupcommit import GroupCommit
@@ -150,11 +151,21 @@ class Router:
                     record = _action(ctx, name, kind, args, reply, mutating=True, simulate=True)
                     await self._record_afterwards(record)
                 else:
-                    async with services.db.transaction() as session:  # begins at its first statement
-                        ctx = context(session)
-                        reply = await call(ctx)
-                        record = _action(ctx, name, kind, args, reply, mutating=True, simulate=simulate)
-                        await self._record(session, record)
+                    for attempt in range(CONFLICT_RETRIES + 1):
+                        try:
+                            async with services.db.transaction() as session:  # begins at its first statement
+                                ctx = context(session)
+                                reply = await call(ctx)
+                                record = _action(ctx, name, kind, args, reply, mutating=True, simulate=simulate)
+                                await self._record(session, record)
+                            break
+                        except Exception as exc:
+                            # A deadlock or serialisation failure rolled the whole unit back: run it
+                            # again (a fresh context; nothing of the first try was kept), a few times.
+                            if attempt == CONFLICT_RETRIES or not is_transient_conflict(exc):
+                                raise
+                            log.info("%s hit a transient conflict (attempt %d); running it again", name,
+                                     attempt + 1)
             posts = len(ctx.posts)  # all written to the outbox by now
             if posts:
                 for notify in services.on_posts:

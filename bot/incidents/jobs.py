@@ -158,11 +158,12 @@ async def daily_reconcile(run: JobRun):
 
 
 INCIDENT_JOBS = (
-    JobKind("revenue_update", revenue_update),
-    JobKind("engineering_update", engineering_update),
-    JobKind("exec_summary", exec_summary),
-    JobKind("update_reminder", update_reminder),
-    JobKind("escalation", escalation),
+    # An incident's jobs lock the incident row before their own, as the incident commands do.
+    JobKind("revenue_update", revenue_update, lock_first=service.lock_incident),
+    JobKind("engineering_update", engineering_update, lock_first=service.lock_incident),
+    JobKind("exec_summary", exec_summary, lock_first=service.lock_incident),
+    JobKind("update_reminder", update_reminder, lock_first=service.lock_incident),
+    JobKind("escalation", escalation, lock_first=service.lock_incident),
     # Stripe is read after the claim commits: no transaction open while it is waited on.
     JobKind("daily_reconcile", daily_reconcile, every=timedelta(days=1), after_claim=True),
 )
