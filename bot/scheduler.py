@@ -75,6 +75,10 @@ class JobKind:
     every: timedelta | Callable[[Settings], timedelta | None] | None = None
     after_claim: bool = False
     start_now: bool = False
+    # What the run locks before it claims its job row, given the job's `incident_id`: a job and a
+    # command that touch the same rows must lock them in one order, or PostgreSQL deadlocks them
+    # (the incidents family: the incident row first, as every incident command does).
+    lock_first: Callable[[AsyncSession, int | None], Awaitable[None]] | None = None
 
     @property
     def global_job(self) -> bool:
@@ -174,14 +178,15 @@ class Scheduler:
             self._globals_ensured = True
         now = services.clock.now()
         async with services.db.transaction() as session:
-            ids = (await session.execute(
-                select(ScheduledJob.id).where(ScheduledJob.status == "active", ScheduledJob.due_at <= now)
+            due = (await session.execute(
+                select(ScheduledJob.id, ScheduledJob.kind, ScheduledJob.incident_id)
+                .where(ScheduledJob.status == "active", ScheduledJob.due_at <= now)
                 .order_by(ScheduledJob.due_at, ScheduledJob.id).limit(limit)
-            )).scalars().all()
+            )).all()
         ran: list[str] = []
-        for job_id in ids:
+        for job_id, kind_name, incident_id in due:
             try:
-                key = await self._run_one(services, job_id)
+                key = await self._run_one(services, job_id, self.kinds.get(kind_name), incident_id)
                 if key is not None:
                     ran.append(key)
             except Exception as exc:
@@ -205,9 +210,12 @@ class Scheduler:
             total += ran
         raise RuntimeError(f"the scheduler still had due jobs after {DRAIN_ROUNDS} rounds")
 
-    async def _run_one(self, services: "Services", job_id: int) -> str | None:
+    async def _run_one(self, services: "Services", job_id: int, lock_kind: JobKind | None,
+                       incident_id: int | None) -> str | None:
         """Claim and run one job; its key when it ran here, None when it was not this worker's."""
         async with services.db.transaction() as session:
+            if lock_kind is not None and lock_kind.lock_first is not None:
+                await lock_kind.lock_first(session, incident_id)
             now = services.clock.now()
             job = (await session.execute(
                 select(ScheduledJob)
