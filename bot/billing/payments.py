@@ -105,38 +105,44 @@ async def apply_payment(session: AsyncSession, obj: dict[str, Any], version: int
     return notes
 
 
-async def apply_refund(session: AsyncSession, obj: dict[str, Any], version: int, at: datetime) -> list[str]:
+async def _payment_of(session: AsyncSession, what: str, obj: dict[str, Any], at: datetime) -> StripePayment:
+    """The payment a refund or a dispute belongs to (its row made if new), with what the object tells of it."""
     payment_id = payment_id_of(obj)
     if not payment_id:
-        raise ValueError(f"refund {obj.get('id')} names neither a payment intent nor a charge")
+        raise ValueError(f"{what} {obj.get('id')} names neither a payment intent nor a charge")
     row = await _row(session, payment_id, at)
     _fill(row, charge_id=ref_id(obj.get("charge")), currency=obj.get("currency"))
-    refunds = dict(row.refunds or {})
-    known = refunds.get(obj["id"])
-    if known is not None and int(known.get("version") or 0) > version:
+    return row
+
+
+def _newer_known(entries: dict[str, Any] | None, object_id: str, version: int) -> bool:
+    """Whether the mirror already holds a newer state of this refund or dispute (events come in any order)."""
+    known = (entries or {}).get(object_id)
+    return known is not None and int(known.get("version") or 0) > version
+
+
+async def apply_refund(session: AsyncSession, obj: dict[str, Any], version: int, at: datetime) -> list[str]:
+    row = await _payment_of(session, "refund", obj, at)
+    payment_id = row.id
+    if _newer_known(row.refunds, obj["id"], version):
         return [f"refund {obj['id']}: newer state already mirrored"]
     before = refunded(row)
-    refunds[obj["id"]] = {"amount": int(obj.get("amount") or 0), "status": obj.get("status"), "version": version}
-    row.refunds = refunds
+    row.refunds = {**(row.refunds or {}),
+                   obj["id"]: {"amount": int(obj.get("amount") or 0), "status": obj.get("status"), "version": version}}
     row.updated_at = at
     return [f"refund {obj['id']} of {int(obj.get('amount') or 0)} {obj.get('currency') or ''}: {obj.get('status')}".strip()] + (
         [f"payment {payment_id} refunded {before} → {refunded(row)}"] if refunded(row) != before else [])
 
 
 async def apply_dispute(session: AsyncSession, obj: dict[str, Any], version: int, at: datetime) -> list[str]:
-    payment_id = payment_id_of(obj)
-    if not payment_id:
-        raise ValueError(f"dispute {obj.get('id')} names neither a payment intent nor a charge")
-    row = await _row(session, payment_id, at)
-    _fill(row, charge_id=ref_id(obj.get("charge")), currency=obj.get("currency"))
-    disputes = dict(row.disputes or {})
-    known = disputes.get(obj["id"])
-    if known is not None and int(known.get("version") or 0) > version:
+    row = await _payment_of(session, "dispute", obj, at)
+    payment_id = row.id
+    if _newer_known(row.disputes, obj["id"], version):
         return [f"dispute {obj['id']}: newer state already mirrored"]
-    disputes[obj["id"]] = {"amount": int(obj.get("amount") or 0), "status": obj.get("status"),
-                           "reason": str(obj.get("reason") or "")[:100], "version": version,
-                           "currency": obj.get("currency")}
-    row.disputes = disputes
+    row.disputes = {**(row.disputes or {}),
+                    obj["id"]: {"amount": int(obj.get("amount") or 0), "status": obj.get("status"),
+                                "reason": str(obj.get("reason") or "")[:100], "version": version,
+                                "currency": obj.get("currency")}}
     row.updated_at = at
     return [f"dispute {obj['id']} on payment {payment_id}: {obj.get('status')} ({obj.get('reason') or 'no reason'})"]
 

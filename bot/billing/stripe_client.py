@@ -38,6 +38,18 @@ MAX_LISTED = 20_000
 RETRIEVABLE = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices", "event": "events",
                "charge": "charges", "payment_intent": "payment_intents", "refund": "refunds",
                "dispute": "disputes", "invoice_payment": "invoice_payments", "checkout.session": "checkout.sessions"}
+# The kinds `list` and `page` read (their service on `client.v1`).
+LISTED = {kind: RETRIEVABLE[kind] for kind in ("customer", "subscription", "invoice", "event")}
+
+
+async def _collect(page: Any, max_items: int) -> list[dict[str, Any]]:
+    """Every item of a listing, following Stripe's pages, at most `max_items`."""
+    out: list[dict[str, Any]] = []
+    async for item in page.auto_paging_iter():
+        out.append(item.to_dict())
+        if len(out) >= max_items:
+            break
+    return out
 
 
 class StripeClient:
@@ -121,24 +133,17 @@ class StripeClient:
     async def list(self, kind: str, *, limit: int = 100, max_items: int = MAX_LISTED,
                    **params: Any) -> list[dict[str, Any]]:
         """Every object of a kind matching the filters, auto-paginated (at most `max_items`)."""
-        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
-                   "event": "events"}[kind]
+        service = LISTED[kind]
 
         async def go(client: stripe.StripeClient):
             page = await getattr(client.v1, service).list_async(params={"limit": limit, **params})
-            out: list[dict[str, Any]] = []
-            async for item in page.auto_paging_iter():
-                out.append(item.to_dict())
-                if len(out) >= max_items:
-                    break
-            return out
+            return await _collect(page, max_items)
 
         return await self._call(f"listing {service}", go)
 
     async def page(self, kind: str, *, limit: int = 10, **params: Any) -> list[dict[str, Any]]:
         """The first page only (recent invoices and the like)."""
-        service = {"customer": "customers", "subscription": "subscriptions", "invoice": "invoices",
-                   "event": "events"}[kind]
+        service = LISTED[kind]
 
         async def go(client: stripe.StripeClient):
             page = await getattr(client.v1, service).list_async(params={"limit": limit, **params})
@@ -152,12 +157,7 @@ class StripeClient:
         async def go(client: stripe.StripeClient):
             page = await client.v1.checkout.sessions.line_items.list_async(
                 session_id, params={"limit": 100, "expand": ["data.price.product"]})
-            out: list[dict[str, Any]] = []
-            async for item in page.auto_paging_iter():
-                out.append(item.to_dict())
-                if len(out) >= max_items:
-                    break
-            return out
+            return await _collect(page, max_items)
 
         return await self._call(f"fetching the line items of {session_id}", go)
 
