@@ -76,11 +76,6 @@ def verify_signature(payload: bytes, header: str | None, secret: str, *, now: fl
         raise SignatureError(f"timestamp outside the {tolerance} s tolerance")
 
 
-def parse_event(payload: bytes, now: datetime) -> dict[str, Any]:
-    """The event to store (intake.read_event); ValueError only when the body is not JSON."""
-    return read_event(payload, now)
-
-
 @dataclass
 class Answer:
     status_code: int
@@ -102,7 +97,7 @@ async def ingest(services, payload: bytes, signature: str | None, store: Store,
         log.info("stripe webhook refused: %s", exc)
         return Answer(400, {"error": f"bad signature: {exc}"})
     try:
-        event = parse_event(payload, now)
+        event = read_event(payload, now)  # ValueError only when the body is not JSON
     except ValueError as exc:
         return Answer(400, {"error": f"malformed event: {exc}"})
     event = await prepare(services.stripe, event, policy)  # before the transaction: no network inside it
