@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .text import Textlike, from_json, to_json
+
 
 @dataclass
 class Button:
@@ -12,7 +14,7 @@ class Button:
     action: str  # "family.action"; routed back to the family that offered it
     value: str = ""
     style: str | None = None  # "primary" | "danger"
-    confirm: str | None = None  # a confirm dialog's question
+    confirm: Textlike | None = None  # a confirm dialog's question
 
     @property
     def action_id(self) -> str:
@@ -21,25 +23,42 @@ class Button:
 
 @dataclass
 class Reply:
-    text: str
-    lines: list[str] = field(default_factory=list)
-    fields: list[tuple[str, str]] = field(default_factory=list)
+    """Plain strings or typed `Text` (bot/text.py) everywhere a person reads; never Slack markup.
+
+    `keep`: when a renderer has to drop body lines to stay within its surface's limits, which
+    end it keeps ("start", or "end" for lists whose newest entries come last); `more` says
+    where the whole list is (e.g. a page link), shown with "N of M"."""
+
+    text: Textlike
+    lines: list[Textlike] = field(default_factory=list)
+    fields: list[tuple[str, Textlike]] = field(default_factory=list)
     buttons: list[Button] = field(default_factory=list)
     private: bool = True
     tag: str | None = None  # e.g. "dry run"
-    footer: str | None = None
+    footer: Textlike | None = None
     replace: bool = False  # a click's answer replaces the message that held the button
+    keep: str = "start"
+    more: Textlike | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["fields"] = [list(f) for f in self.fields]
+        data["text"] = to_json(self.text)
+        data["lines"] = [to_json(line) for line in self.lines]
+        data["fields"] = [[k, to_json(v)] for k, v in self.fields]
+        data["footer"] = to_json(self.footer)
+        data["more"] = to_json(self.more)
+        data["buttons"] = [{**asdict(b), "confirm": to_json(b.confirm)} for b in self.buttons]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Reply":
         data = dict(data)
-        data["fields"] = [tuple(f) for f in data.get("fields", [])]
-        data["buttons"] = [Button(**b) for b in data.get("buttons", [])]
+        data["text"] = from_json(data.get("text", ""))
+        data["lines"] = [from_json(line) for line in data.get("lines", [])]
+        data["fields"] = [(k, from_json(v)) for k, v in data.get("fields", [])]
+        data["footer"] = from_json(data.get("footer"))
+        data["more"] = from_json(data.get("more"))
+        data["buttons"] = [Button(**{**b, "confirm": from_json(b.get("confirm"))}) for b in data.get("buttons", [])]
         return cls(**data)
 
     def plain(self) -> str:
