@@ -28,12 +28,14 @@ class ConsoleSender:
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None) -> str:
         numbers = await self.console.remember_buttons(reply, channel)
-        self.console.write(f"→ posted to #{channel}:\n" + _indent(render_text(reply, numbers)))
+        names = await self.console.names(reply)
+        self.console.write(f"→ posted to #{channel}:\n" + _indent(render_text(reply, numbers, names)))
         return f"console.{channel}"
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
         numbers = await self.console.remember_buttons(reply, channel)
-        self.console.write(f"↻ message in #{channel} updated:\n" + _indent(render_text(reply, numbers)))
+        names = await self.console.names(reply)
+        self.console.write(f"↻ message in #{channel} updated:\n" + _indent(render_text(reply, numbers, names)))
 
 
 def _indent(text: str) -> str:
@@ -56,6 +58,10 @@ class Console:
     def write(self, text: str) -> None:
         self._write(text)
 
+    async def names(self, reply: Reply) -> dict[str, str]:
+        """Display names for the people a reply names (ids when Slack is not configured)."""
+        return await self.runtime.names.resolve(reply.users())
+
     async def remember_buttons(self, reply: Reply, channel: str) -> list[int]:
         if not reply.buttons:
             return []
@@ -72,7 +78,7 @@ class Console:
     async def show(self, reply: Reply) -> None:
         numbers = await self.remember_buttons(reply, self.channel)
         prefix = "(only you) " if reply.private else ""
-        self.write(prefix + render_text(reply, numbers))
+        self.write(prefix + render_text(reply, numbers, await self.names(reply)))
 
     async def run_line(self, line: str) -> bool:
         """Run one console line; returns False when the console should stop."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .text import Textlike, from_json, to_json
+from .text import Textlike, from_json, to_json, users_in
 
 
 @dataclass
@@ -60,6 +60,10 @@ class Reply:
         data["more"] = from_json(data.get("more"))
         data["buttons"] = [Button(**{**b, "confirm": from_json(b.get("confirm"))}) for b in data.get("buttons", [])]
         return cls(**data)
+
+    def users(self) -> set[str]:
+        """The user ids its typed pieces name (to look their names up before rendering)."""
+        return users_in(self.text, *self.lines, *(v for _, v in self.fields), self.footer, self.more)
 
     def plain(self) -> str:
         """Everything a person reads, as plain text (fallback text, logs)."""

@@ -12,12 +12,14 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from .clock import Clock
 from .family import Families
+from .names import Names
 from .outbox import Deliverer, Sender
 from .router import Router
 from .services import Services
 from .settings import Settings
 from .slack.app import build_slack_app
 from .slack.client import SlackSender, make_web_client
+from .slack.names import users_info_lookup
 from .templating import check_templates
 from .worker import Worker
 
@@ -37,9 +39,13 @@ class Runtime:
         self.web_client = None
         self.slack_app = None
         self.slack_handler = None
-        if sender is None and settings.env.slack_bot_token is not None:
+        if settings.env.slack_bot_token is not None:
             self.web_client = make_web_client(settings)
-            sender = SlackSender(self.web_client)
+            if sender is None:
+                sender = SlackSender(self.web_client)
+        # Display names where Slack does not show them (console, pages): users.info when there is a token.
+        self.names = Names(users_info_lookup(self.web_client) if self.web_client is not None else None)
+        self.services.extras["names"] = self.names
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
                                    interval=settings.env.revops_post_interval.total_seconds())
         self.services.on_posts.append(self.deliverer.kick)

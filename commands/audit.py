@@ -9,6 +9,7 @@ from bot.family import Family
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Em, Status, Text, User, clip
 
 commands = CommandSet("audit")
 
@@ -32,12 +33,15 @@ async def show_audit(ctx: Context, args: dict) -> Reply:
     check = await audit_log.verify(ctx.session)
     head = f"Audit log ({'@' + actor if actor else subject or 'everything'}, last {int(since.total_seconds() // 3600) or 1}h)"
     lines = [
-        f"#{r.id} {r.at:%Y-%m-%d %H:%M:%S} <@{r.actor}> `{r.command}` {_args(r.args)} → *{r.outcome}*"
-        + (f" — {r.detail}" if r.detail else "")
+        # ephemeral: a mention there notifies nobody, and Slack shows the name
+        Text(f"#{r.id} {r.at:%Y-%m-%d %H:%M:%S} ", User(r.actor), " ", Code(r.command), " ",
+             clip(_args(r.args), 300), " → ", Em(r.outcome), (" — " + clip(r.detail, 300)) if r.detail else "")
         for r in records
     ] or ["No records match."]
-    icon = ":white_check_mark:" if check.ok else ":x:"
-    return Reply(head, lines=lines, footer=f"{icon} {check.sentence()}")
+    status = Status("ok" if check.ok else "failed")
+    more = None if len(records) < limit else Text("narrow it with an account, ", Code("@user"), " or ",
+                                                  Code("--since"), ", or raise ", Code("--limit"), " (up to 100)")
+    return Reply(head, lines=lines, footer=Text(status, " ", check.sentence()), more=more)
 
 
 def _args(args: dict) -> str:

@@ -12,6 +12,7 @@ from bot.flags import read_flags, set_flag
 from bot.registry import CommandSet
 from bot.reply import Button, Reply
 from bot.roles import Role
+from bot.text import Em, Icon, Text, User
 
 commands = CommandSet("flags")
 
@@ -27,9 +28,11 @@ def _role(args: dict) -> Role:
 
 
 def _status_reply(flags) -> Reply:
-    who = f" (last changed by <@{flags.updated_by}> at {flags.updated_at:%Y-%m-%d %H:%M} UTC)" if flags.updated_by else ""
+    who = (Text(" (last changed by ", User(flags.updated_by), f" at {flags.updated_at:%Y-%m-%d %H:%M} UTC)")
+           if flags.updated_by else "")
     return Reply(
-        f"Dry-run is *{'on' if flags.dry_run else 'off'}*, panic is *{'on' if flags.panic else 'off'}*{who}.",
+        Text("Dry-run is ", Em("on" if flags.dry_run else "off"), ", panic is ", Em("on" if flags.panic else "off"),
+             who, "."),
         fields=[("dry-run", "on" if flags.dry_run else "off"), ("panic", "on" if flags.panic else "off")],
     )
 
@@ -48,8 +51,8 @@ async def _toggle(ctx: Context, name: str, value: bool) -> Reply:
         ("panic", False): "automation resumes",
     }[(name, value)]
     ctx.post(ctx.settings.cfg.slack.incident_channel,
-             Reply(f":rotating_light: {label} turned *{state}* by <@{ctx.actor}>: {what}."))
-    return Reply(f"{label} is now *{state}*: {what}.", private=False)
+             Reply(Text(Icon("rotating_light"), f" {label} turned ", Em(state), " by ", User(ctx.actor), f": {what}.")))
+    return Reply(Text(f"{label} is now ", Em(state), f": {what}."), private=False)
 
 
 @commands.command("dryrun [on|off|status]", summary="simulate every mutating action (on), or not (off)",
@@ -73,8 +76,8 @@ async def panic(ctx: Context, args: dict) -> Reply:
         return Reply("Panic mode was already on.")
     ctx.note(subject="panic", detail="confirm requested")
     return Reply(
-        ":rotating_light: Turn panic mode on? Auto-posted updates, escalations and automatic replays stop "
-        "until someone turns it off.",
+        Text(Icon("rotating_light"), " Turn panic mode on? Auto-posted updates, escalations and automatic replays stop "
+        "until someone turns it off."),
         buttons=[
             Button("Turn panic on", "flags.panic_confirm", "on", style="danger",
                    confirm="Pause all automation now?"),

@@ -6,6 +6,7 @@ from bot.family import Family
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Text
 
 commands = CommandSet("help")
 
@@ -24,16 +25,17 @@ async def show_help(ctx: Context, args: dict) -> Reply:
         first = wanted.split()[0]
         if first not in families:
             raise UsageError(f"no command `{first[:40]}`; `/revops help` lists them", usage="help [command]")
-        lines = [f"`/revops {c.usage}` — {c.summary} _(role: {_role_text(c)})_" for c in families[first]]
-        return Reply(f"Help for `{first}`", lines=lines)
+        lines = [Text(Code(f"/revops {c.usage}"), f" — {c.summary} (role: {_role_text(c)})") for c in families[first]]
+        return Reply(Text("Help for ", Code(first)), lines=lines)
     lines = []
     for name, group in families.items():
         for c in group:
-            lines.append(f"`/revops {c.usage}` — {c.summary} _({_role_text(c)})_")
+            lines.append(Text(Code(f"/revops {c.usage}"), f" — {c.summary} ({_role_text(c)})"))
     return Reply(
         "revops — revenue and billing incident runbook",
         lines=lines,
         footer=f"You are {ctx.role.name}. Roles: viewer < responder < approver < admin.",
+        more=Text(Code("/revops help <command>"), " for one command"),
     )
 
 

@@ -48,7 +48,7 @@ def test_audit_filters_by_user_and_subject(bot):
     only_viewer = bot.slash_text("audit <@U0VIEWER|viewer>", user=APPROVER)
     assert "U0VIEWER" in only_viewer and "<@U0ADMIN> dryrun" not in only_viewer
     by_subject = bot.slash_text("audit dry_run --since 1h", user=APPROVER)
-    assert "dry_run -> on" in by_subject and "denied" not in by_subject
+    assert "dry_run -&gt; on" in by_subject and "denied" not in by_subject
     nothing = bot.slash_text("audit acct_nobody", user=APPROVER)
     assert "No records match" in nothing
 

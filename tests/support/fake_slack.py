@@ -43,6 +43,7 @@ class FakeSlack:
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
         # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
         self.channel_rate: float | None = None
+        self.users: dict[str, str] = {}  # user id -> display name, for users.info
         self._last_post: dict[str, float] = {}
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
@@ -68,6 +69,7 @@ class FakeSlack:
             self.socket_url = None
             self.channel_rate = None
             self._last_post.clear()
+            self.users.clear()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -189,6 +191,13 @@ class FakeSlack:
             return JSONResponse({"ok": True, "channel": key[0], "ts": key[1]})
         if method == "chat.postEphemeral":
             return JSONResponse({"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"})
+        if method == "users.info":
+            user = params.get("user", "")
+            if user not in self.users:
+                return JSONResponse({"ok": False, "error": "user_not_found"})
+            return JSONResponse({"ok": True, "user": {"id": user, "name": user.lower(), "real_name": self.users[user],
+                                                      "profile": {"display_name": self.users[user],
+                                                                  "real_name": self.users[user]}}})
         return JSONResponse({"ok": True})
 
     async def _respond(self, request: Request) -> Response:
