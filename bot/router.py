@@ -211,7 +211,8 @@ class Router:
             if record.outcome == "dry_run":
                 post.reply.tag = "dry run"
             await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
-                          ref=post.ref, thread_ts=post.thread_ts)
+                          ref=post.ref, thread_ts=post.thread_ts, author=record.actor,
+                          origin_channel=record.channel)
         if record.mutating:
             await audit.append(session, at=now, actor=record.actor, command=record.name,
                                args={**record.args, **ctx.audit_data}, outcome=record.outcome,

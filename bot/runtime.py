@@ -41,7 +41,8 @@ class Runtime:
             self.web_client = make_web_client(settings)
             sender = SlackSender(self.web_client)
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
-                                   interval=settings.env.revops_post_interval.total_seconds())
+                                   interval=settings.env.revops_post_interval.total_seconds(),
+                                   on_failure=self.services.delivery_failed)
         self.services.on_posts.append(self.deliverer.kick)
         self.with_worker = with_worker
         self._tasks: list[asyncio.Task] = []
