@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from sqlalchemy.exc import IntegrityError
 
+from ..deliveries import delivery_keys
 from ..errors import UsageError
 from ..models import SlackDelivery
 from ..reply import Reply
@@ -60,6 +61,20 @@ class Followups:
             await asyncio.wait(set(self.tasks), timeout=timeout)
 
 
+def delivery_of(request, body) -> tuple[str, ...]:
+    """What the router claims a slash command or click under (a replay inside the signature
+    window finds it claimed): its signature and timestamp, and its trigger_id. Socket Mode
+    carries no signature; its trigger_id still says."""
+    headers = getattr(request, "headers", None) or {}
+
+    def header(name: str) -> str | None:
+        values = headers.get(name) or [None]
+        return values[0] if isinstance(values, (list, tuple)) else values
+
+    trigger = body.get("trigger_id") if isinstance(body, dict) else None
+    return delivery_keys(header("x-slack-request-timestamp"), header("x-slack-signature"), trigger)
+
+
 def build_slack_app(services: Services, router: Router, client, followups: Followups | None = None) -> AsyncApp:
     env = services.settings.env
     followups = followups or Followups()
@@ -84,11 +99,12 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
         return await next()
 
     @app.command("/revops")
-    async def on_command(ack, body, respond):
+    async def on_command(ack, body, respond, request):
         text = body.get("text", "")
         parsed = router.parse(text)  # once: it says whether the command is slow, and the router runs it
         work = asyncio.ensure_future(router.handle_text(
             text, actor=body["user_id"], channel=body.get("channel_id"), surface="slack", parsed=parsed,
+            delivery=delivery_of(request, body),
         ))
         slow = not isinstance(parsed, UsageError) and parsed[0].slow
         budget = 0 if slow else ACK_BUDGET
@@ -105,14 +121,15 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
         followups.start(answer_later())
 
     @app.action(re.compile(r"^revops:"))
-    async def on_click(ack, body, action, respond):
+    async def on_click(ack, body, action, respond, request):
         await ack()
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        delivery = delivery_of(request, body)
 
         async def click():
             outcome = await router.handle_click(
                 action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
-                surface="slack",
+                surface="slack", delivery=delivery,
             )
             reply = outcome.reply
             if getattr(reply, "replace", False):
