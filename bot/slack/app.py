@@ -13,7 +13,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from sqlalchemy.exc import IntegrityError
 
-from ..deliveries import delivery_keys
+from ..deliveries import delivery_keys, pause
 from ..errors import UsageError
 from ..models import SlackDelivery
 from ..reply import Reply
@@ -175,6 +175,22 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
             await answer(client, body, message, user=body["user"]["id"], channel=channel)
 
         followups.start(click())
+
+    async def paused(reason: str) -> None:
+        now = services.clock.now()
+        async with services.db.transaction() as session:
+            await pause(session, f"{reason} at {now:%Y-%m-%d %H:%M} UTC", now)
+
+    @app.event("app_uninstalled")
+    async def on_uninstalled(event):
+        # The token is dead: the outbox keeps its posts, untried, until a Slack call works again.
+        await paused("the app was uninstalled")
+
+    @app.event("tokens_revoked")
+    async def on_tokens_revoked(event):
+        tokens = event.get("tokens") or {}
+        if tokens.get("bot") or not tokens:  # (the bot uses no user tokens: those alone change nothing)
+            await paused("the bot token was revoked")
 
     @app.event("app_mention")
     async def on_mention(event, client):
