@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:read"
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read"  # as manifest.json asks
 
 
 @dataclass
