@@ -130,3 +130,41 @@ class DeliveryFailure:
     error: str  # Slack's error code (or what went wrong)
     reason: str  # "Slack said not_in_channel"
     at: datetime
+
+
+# --- telling the author ------------------------------------------------------------------------
+
+# A hint for the author, by Slack's error code.
+HINTS = {
+    "not_in_channel": "invite the bot with /invite @revops",
+    "channel_not_found": "the channel does not exist or the bot cannot see it; invite it with /invite @revops",
+    "is_archived": "the channel is archived",
+    "channel_is_archived": "the channel is archived",
+    "msg_too_long": "the message was too long for Slack",
+    "msg_blocks_too_long": "the message was too long for Slack",
+    "invalid_blocks": "Slack refused the message's layout",
+    "missing_scope": "the app lacks a permission; an admin must reinstall it from manifest.json",
+    "restricted_action": "the workspace does not let the bot post there",
+    "message_not_found": "the message to update is gone",
+    "cant_update_message": "the message can no longer be updated",
+}
+
+
+def failure_words(kind: str, channel: str, author: str | None) -> str:
+    """What was refused, without its article: "post to #C1", "message to U1"."""
+    where = channel or "?"
+    if kind == "update":
+        return f"update of a message in #{where}"
+    if kind == "ephemeral":
+        return f"notice to {author} in #{where}"
+    if where[:1] in "UW":
+        return f"message to {where}"
+    return f"post to #{where}"
+
+
+def notice_text(kind: str, channel: str, author: str | None, code: str, reason: str, notes: list[str]) -> str:
+    """What the author of a refused post reads (plain words, no Slack markup)."""
+    hint = HINTS.get(code)
+    text = f"Your {failure_words(kind, channel, author)} could not be delivered: {reason}" + \
+        (f" ({hint})" if hint else "") + "."
+    return " ".join([text, *notes])

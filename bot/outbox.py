@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import audit, deliveries
 from .clock import Clock
 from .db import Database
-from .deliveries import DeliveryFailure
+from .deliveries import DeliveryFailure, failure_words, notice_text
 from .flags import read_flags
 from .models import MessageRef, OutgoingMessage
 from .reply import Reply
@@ -44,22 +44,6 @@ RECHECK_TOKEN_EVERY = 30.0  # seconds between checks of a revoked token while se
 
 # What a SendError asks of the outbox.
 RETRY, PERMANENT, PAUSE = "retry", "permanent", "pause"
-
-# A hint for the author, by Slack's error code.
-HINTS = {
-    "not_in_channel": "invite the bot with /invite @revops",
-    "channel_not_found": "the channel does not exist or the bot cannot see it; invite it with /invite @revops",
-    "is_archived": "the channel is archived",
-    "channel_is_archived": "the channel is archived",
-    "msg_too_long": "the message was too long for Slack",
-    "msg_blocks_too_long": "the message was too long for Slack",
-    "invalid_blocks": "Slack refused the message's layout",
-    "missing_scope": "the app lacks a permission; an admin must reinstall it from manifest.json",
-    "restricted_action": "the workspace does not let the bot post there",
-    "message_not_found": "the message to update is gone",
-    "cant_update_message": "the message can no longer be updated",
-}
-
 
 class SendError(Exception):
     """A Slack call that did not take. `action`: RETRY (later, in order), PERMANENT (fail the
@@ -297,15 +281,16 @@ class Deliverer:
             note = await hook(session, failure)
             if note:
                 notes.append(note)
+        what = failure_words(row.kind, row.channel, row.author)
         await audit.append(session, at=now, actor=row.author or "revops", command="slack.delivery",
                            args={"message": row.id, "kind": row.kind, "channel": row.channel, "ref": row.ref,
                                  "error": error.code},
                            outcome="failed", channel=row.origin_channel or row.channel, surface="slack",
-                           detail=f"the {failure_words(row)} could not be delivered: {error}"[:500], subject=row.ref)
+                           detail=f"the {what} could not be delivered: {error}"[:500], subject=row.ref)
         if not row.author or error.code == "never_posted":
             return
         if row.on_failure == "tell":
-            text = notice_text(row, error, notes)
+            text = notice_text(row.kind, row.channel, row.author, error.code, str(error), notes)
             if row.origin_channel and row.origin_channel != row.channel and row.origin_channel[:1] in "CG":
                 await enqueue(session, channel=row.origin_channel, reply=Reply(text), at=now, kind="ephemeral",
                               author=row.author, on_failure="dm")
@@ -328,22 +313,3 @@ async def _post_failed(session: AsyncSession, ref: str) -> bool:
         select(OutgoingMessage.status).where(OutgoingMessage.ref == ref, OutgoingMessage.kind == "post")
         .order_by(OutgoingMessage.id.desc()).limit(1))).scalar_one_or_none()
     return status == "failed"
-
-
-def failure_words(row: OutgoingMessage) -> str:
-    """What was refused, without its article: "post to #C1", "message to U1"."""
-    where = row.channel or "?"
-    if row.kind == "update":
-        return f"update of a message in #{where}"
-    if row.kind == "ephemeral":
-        return f"notice to {row.author} in #{where}"
-    if where[:1] in "UW":
-        return f"message to {where}"
-    return f"post to #{where}"
-
-
-def notice_text(row: OutgoingMessage, error: SendError, notes: list[str]) -> str:
-    """What the author of a refused post reads (plain words, no Slack markup)."""
-    hint = HINTS.get(error.code)
-    text = f"Your {failure_words(row)} could not be delivered: {error}" + (f" ({hint})" if hint else "") + "."
-    return " ".join([text, *notes])

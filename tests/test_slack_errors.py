@@ -10,15 +10,18 @@ import time
 from datetime import timedelta
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
 from bot.billing import ledger
 from bot.clock import FakeClock
 from bot.incidents.models import TimelineEntry
 from bot.models import AuditRecord, OutgoingMessage
-from bot.outbox import enqueue
+from bot.outbox import PAUSE, PERMANENT, RETRY, SendError, enqueue
 from bot.reply import Reply
+from bot.slack.client import SlackSender
 from tests.support.harness import ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, Bot, flatten, make_settings
+from tests.support.net import free_port
 
 CREDITS_TOML = """
 [credits]
@@ -27,7 +30,7 @@ daily_cap = 1000
 approval_ttl = "30m"
 """
 
-PERMANENT = ["channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "msg_blocks_too_long",
+PERMANENT_ERRORS = ["channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "msg_blocks_too_long",
              "invalid_blocks", "missing_scope", "message_not_found", "cant_update_message", "restricted_action",
              "no_text", "invalid_arguments", "channel_is_archived", "team_access_not_granted",
              "some_error_slack_adds_next_year"]
@@ -47,7 +50,7 @@ async def _until(bot, done, timeout=10.0):
     return rows
 
 
-@pytest.mark.parametrize("error", PERMANENT)
+@pytest.mark.parametrize("error", PERMANENT_ERRORS)
 async def test_a_permanent_error_fails_the_post_at_once_and_later_posts_go(bot, fake_slack, error):
     fake_slack.fail("chat.postMessage", status=200, error=error, times=1)
     async with bot.db() as db, db.transaction() as s:
@@ -159,3 +162,18 @@ async def test_a_grant_whose_approval_message_was_refused_tells_the_requester_an
     assert fake_slack.attempts("chat.update") == 0
     # a second approve says who decided
     assert "already approved" in cbot.slash_text("grant approve #1", user=APPROVER2)
+
+
+async def test_the_network_failing_is_retryable_and_an_unknown_error_permanent(fake_slack):
+    # Through the real client: a closed port (after the client's own retries), then the fake's answers.
+    closed = SlackSender(AsyncWebClient(token="xoxb-x", base_url=f"http://127.0.0.1:{free_port()}/api/", timeout=2))
+    with pytest.raises(SendError) as caught:
+        await closed.post("C1", Reply("x", private=False), None)
+    assert caught.value.action == RETRY and "unreachable" in str(caught.value)
+    sender = SlackSender(AsyncWebClient(token="xoxb-x", base_url=fake_slack.api_url))
+    for error, action in [("a_brand_new_error", PERMANENT), ("not_in_channel", PERMANENT),
+                          ("service_unavailable", RETRY), ("token_revoked", PAUSE), ("invalid_auth", PAUSE)]:
+        fake_slack.fail("chat.postMessage", status=200, error=error)
+        with pytest.raises(SendError) as caught:
+            await sender.post("C1", Reply("x", private=False), None)
+        assert (caught.value.action, caught.value.code, str(caught.value)) == (action, error, f"Slack said {error}")
