@@ -53,7 +53,7 @@ class Console:
         if runtime.deliverer.sender is None:
             # Printing is no Slack channel: no per-channel pacing needed.
             runtime.deliverer = Deliverer(runtime.services.db, runtime.services.clock, ConsoleSender(self),
-                                          interval=0)
+                                          interval=0, on_failure=runtime.services.delivery_failed)
 
     def write(self, text: str) -> None:
         self._write(text)

@@ -60,6 +60,8 @@ class Family:
     templates: TemplateSamples | None = None
     setup: Callable[[Services], None] | None = None  # attach what the family's code needs on Services
     cli: tuple[CliCommand, ...] = ()
+    # Hooks called when Slack refuses a post for good (bot/outbox.py FailureHook).
+    delivery_failed: tuple[Callable[..., Awaitable[str | None]], ...] = ()
 
 
 class Families:
@@ -121,6 +123,7 @@ class Families:
             recorders=self.recorders,
             scheduler=Scheduler(self.job_kinds),
             template_samples=self.template_samples,
+            delivery_failed=[hook for family in self.families for hook in family.delivery_failed],
         )
         for family in self.families:
             if family.setup is not None:

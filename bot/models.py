@@ -1,4 +1,5 @@
-"""Database tables of the core: audit log, flags, Slack deliveries, outgoing posts."""
+"""Database tables of the core: audit log, flags, Slack deliveries and request claims, the Slack
+app's state, outgoing posts."""
 
 from __future__ import annotations
 
@@ -107,6 +108,34 @@ class OutgoingMessage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None]
+    # Who caused the post and where they asked (the router fills these): told in words when
+    # Slack refuses the post for good. `on_failure`: "tell" (tell the author), "dm" (an
+    # ephemeral notice that failed is sent as a DM instead), None (nobody to tell).
+    author: Mapped[str | None] = mapped_column(String(64))
+    origin_channel: Mapped[str | None] = mapped_column(String(64))
+    on_failure: Mapped[str | None] = mapped_column(String(16))
+
+
+class SlackRequestClaim(Base):
+    """A signed Slack request (slash command or interaction) already taken by a replica: the
+    same delivery replayed inside the signature window runs once. Pruned after ~10 minutes."""
+
+    __tablename__ = "slack_request_claims"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SlackAppState(Base):
+    """A single row: why sending to Slack is paused (the app was uninstalled or its token
+    revoked), or None when Slack takes posts."""
+
+    __tablename__ = "slack_app_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paused: Mapped[str | None] = mapped_column(String(200))
+    since: Mapped[datetime | None]
+    cleared_at: Mapped[datetime | None]
 
 
 class MessageRef(Base):

@@ -17,7 +17,12 @@ Units of work (bot/db.py):
   has begun fails loudly (`db.assert_no_write_transaction`). Dry-run (simulate) runs the handler in
   a unit that is rolled back, then writes the records afterwards, as a read's are.
 
-Roles, dry-run, panic and audit are enforced here and nowhere else.
+Roles, dry-run, panic, replays and audit are enforced here and nowhere else. A surface that can
+be replayed (Slack: a signed request resent inside its 5-minute window) hands its delivery keys
+(`bot.deliveries.delivery_keys`); an action that changes things claims them in a short transaction
+of its own before it runs, and a delivery already claimed — by this replica or another — is
+answered "already received" without running again. (A read is not claimed: running it again
+changes nothing, and a write per quick read would cost every `help` and `credits` look a commit.)
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
-from . import audit
+from . import audit, deliveries
 from .context import Context
 from .db import CONFLICT_RETRIES, is_transient_conflict
 from .errors import DatabaseUnavailable, PermissionDenied, RevopsError, UsageError
@@ -43,6 +48,8 @@ from .services import Services
 from .text import Code, Icon, Text
 
 log = logging.getLogger("revops.router")
+
+ALREADY_RECEIVED = "Already received: this request is being handled or was handled, and was not run again."
 
 
 @dataclass
@@ -84,7 +91,8 @@ class Router:
 
     async def handle_text(self, text: str, *, actor: str, channel: str | None, surface: str,
                           request_id: str | None = None,
-                          parsed: tuple[Any, dict[str, Any]] | UsageError | None = None) -> Outcome:
+                          parsed: tuple[Any, dict[str, Any]] | UsageError | None = None,
+                          delivery: tuple[str, ...] = ()) -> Outcome:
         parsed = self.parse(text) if parsed is None else parsed
         if isinstance(parsed, UsageError):
             REQUESTS.labels(command="unknown", outcome="usage").inc()
@@ -93,11 +101,13 @@ class Router:
         return await self._run(
             name=command.name, kind="command", args=args, actor=actor, channel=channel, surface=surface,
             needed=command.role_for(args), mutating=command.mutates(args), dry_run_mode=command.dry_run,
-            call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id
+            call=lambda ctx: command.handler(ctx, args), usage=command.usage, request_id=request_id,
+            delivery=delivery,
         )
 
     async def handle_click(self, action_id: str, value: str, *, actor: str, channel: str | None, surface: str,
-                           message_ref: str | None = None, request_id: str | None = None) -> Outcome:
+                           message_ref: str | None = None, request_id: str | None = None,
+                           delivery: tuple[str, ...] = ()) -> Outcome:
         try:
             action = self.services.registry.action(action_id)
         except UsageError as exc:
@@ -107,17 +117,21 @@ class Router:
             name=action.name, kind="click", args={"value": value}, actor=actor, channel=channel, surface=surface,
             needed=action.role, mutating=action.mutating, dry_run_mode=action.dry_run,
             call=lambda ctx: action.handler(ctx, value), usage=None, request_id=request_id,
-            message_ref=message_ref,
+            message_ref=message_ref, delivery=delivery,
         )
 
     async def _run(self, *, name: str, kind: str, args: dict[str, Any], actor: str, channel: str | None,
                    surface: str, needed: Role, mutating: bool, dry_run_mode: str,
                    call: Callable[[Context], Awaitable[Reply]], usage: str | None,
-                   request_id: str | None, message_ref: str | None = None) -> Outcome:
+                   request_id: str | None, message_ref: str | None = None,
+                   delivery: tuple[str, ...] = ()) -> Outcome:
         services = self.services
         role = role_of(services.settings.cfg.roles, actor)
         request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
         try:
+            if delivery and mutating and not await deliveries.claim(services.db, delivery, services.clock.now()):
+                log.info("%s: a replayed delivery, not run again (request %s)", name, request_id)
+                return self._count(Outcome(Reply(ALREADY_RECEIVED), name, "replay"))
             if role < needed:
                 denied = PermissionDenied(needed.name, role.name, name)
                 async with services.db.transaction() as session:
@@ -213,7 +227,8 @@ class Router:
             if record.outcome == "dry_run":
                 post.reply.tag = "dry run"
             await enqueue(session, channel=post.channel, reply=post.reply, at=now, kind=post.kind,
-                          ref=post.ref, thread_ts=post.thread_ts)
+                          ref=post.ref, thread_ts=post.thread_ts, author=record.actor,
+                          origin_channel=record.channel)
         if record.mutating:
             await audit.append(session, at=now, actor=record.actor, command=record.name,
                                args={**record.args, **ctx.audit_data}, outcome=record.outcome,

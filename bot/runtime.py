@@ -47,7 +47,8 @@ class Runtime:
         self.names = Names(users_info_lookup(self.web_client) if self.web_client is not None else None)
         self.services.extras["names"] = self.names
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
-                                   interval=settings.env.revops_post_interval.total_seconds())
+                                   interval=settings.env.revops_post_interval.total_seconds(),
+                                   on_failure=self.services.delivery_failed)
         self.services.on_posts.append(self.deliverer.kick)
         self.with_worker = with_worker
         self._tasks: list[asyncio.Task] = []

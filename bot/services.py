@@ -48,3 +48,6 @@ class Services:
     scheduler: Scheduler = field(default_factory=Scheduler)
     # Every template the families render, with sample data (start-up and preflight check them).
     template_samples: TemplateSamples = no_samples
+    # Called by the outbox, in its transaction, when Slack refuses a post for good (the families'
+    # `delivery_failed` hooks: the incident timeline, the grants' note to the requester).
+    delivery_failed: list[Callable[..., Awaitable[Any]]] = field(default_factory=list)

@@ -24,6 +24,7 @@ from bot.health.selfcheck import (
     migrations_check,
     secrets_presence,
     slack_check,
+    slack_posts_check,
     stripe_check,
     webhook_check,
 )
@@ -76,6 +77,7 @@ async def health(ctx: Context, args: dict) -> Reply:
     if whole:
         db = await database_check(ctx.session)
         bot_checks = [db, await migrations_check(ctx.session), stripe, slack.check,
+                      await slack_posts_check(ctx.session, ctx.now),
                       await heartbeat_check(ctx.session, settings, ctx.now), await webhook_check(ctx.session, ctx.now),
                       await stripe_events_check(ctx.session, settings, ctx.now)]
     return health_reply(results, p95s, bot_checks, secrets_presence(settings) if whole else None, elapsed, whole)

@@ -7,6 +7,7 @@ only "set" or "missing". The same checks back `revops preflight` (CLI)."""
 from __future__ import annotations
 
 from bot.context import Context
+from bot.deliveries import resume as resume_sending
 from bot.health.preflight import run_preflight, summary
 from bot.health.selfcheck import Check, secrets_presence
 from bot.registry import CommandSet
@@ -30,9 +31,14 @@ def mrkdwn_line(check: Check) -> str:
                   role=Role.responder, slow=True)
 async def preflight(ctx: Context, args: dict) -> Reply:
     settings = ctx.settings
+
+    async def token_works() -> None:  # auth.test passed: sending to Slack, if paused, resumes
+        async with ctx.writing() as session:
+            await resume_sending(session, ctx.now)
+
     checks = await run_preflight(settings, ctx.session, templates=ctx.services.template_samples(settings),
                                  slack_auth_test=ctx.services.extras.get("slack_auth_test"),
-                                 stripe=ctx.services.stripe, now=ctx.now)
+                                 stripe=ctx.services.stripe, now=ctx.now, token_works=token_works)
     passed, warned, failed = summary(checks)
     icon = ":x:" if failed else (":warning:" if warned else ":white_check_mark:")
     verdict = "not ready to go live" if failed else "ready to go live"

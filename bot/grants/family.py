@@ -5,6 +5,7 @@ from __future__ import annotations
 from commands import grant
 
 from ..family import Family
+from .delivery import approval_not_posted
 from .demo import GRANTS_TOUR
 from .jobs import GRANT_JOBS
 
@@ -13,4 +14,5 @@ family = Family(
     commands=(grant.commands,),
     jobs=GRANT_JOBS,  # pending requests past approval_ttl expire
     tour=tuple(GRANTS_TOUR),
+    delivery_failed=(approval_not_posted,),  # the requester hears the request is still decidable
 )

@@ -8,7 +8,7 @@ pipelines.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import stripe as stripe_sdk
 from sqlalchemy import func, select
@@ -31,6 +31,7 @@ from .selfcheck import (
     migrations_check,
     secrets_presence,
     slack_check,
+    slack_posts_check,
 )
 
 # Secrets the bot cannot go live without; the webhook secret has its own line.
@@ -42,11 +43,15 @@ async def run_preflight(settings: Settings, session: AsyncSession | None, *,
                         templates: Mapping[str, Mapping[str, Any]],
                         slack_auth_test: SlackAuthTest | None = None,
                         database_error: str | None = None, stripe: StripeClient | None = None,
-                        now: datetime | None = None) -> list[Check]:
+                        now: datetime | None = None,
+                        token_works: Callable[[], Awaitable[None]] | None = None) -> list[Check]:
     """Every check, in checklist order. `session=None` means the database could not be
     reached (`database_error` says how); the checks that need it then fail. `stripe` reads the
-    webhook endpoints' API version (one is made from the settings when not given)."""
+    webhook endpoints' API version (one is made from the settings when not given). `token_works`
+    is called when auth.test passes: sending to Slack, if paused, resumes (before the checks read it)."""
     slack = await slack_check(settings, slack_auth_test)  # before the session work: no lock held on the network
+    if slack.check.ok and token_works is not None:
+        await token_works()
     endpoints = await webhook_endpoints(settings, stripe)  # likewise
     checks = [settings_check(settings), webhook_secret_check(settings), key_mode_check(settings),
               api_version_check(settings, *endpoints), database_kind_check(settings)]
@@ -64,6 +69,7 @@ async def run_preflight(settings: Settings, session: AsyncSession | None, *,
         checks.extend(await flag_checks(session))
         if migrations.ok:
             checks.append(await stripe_events_check(session, settings, now or datetime.now(timezone.utc)))
+            checks.append(await slack_posts_check(session, now or datetime.now(timezone.utc)))
     checks.append(roles_check(settings))
     checks.append(templates_check(settings, templates))
     checks.append(scopes_check(slack))

@@ -21,8 +21,9 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import head_revision
+from ..deliveries import read_state as read_slack_state
 from ..durations import format_duration
-from ..models import WorkerHeartbeat
+from ..models import OutgoingMessage, WorkerHeartbeat
 from ..settings import Settings
 from ..slack.client import make_web_client
 from .probes import _connect_failure, ssl_context
@@ -32,7 +33,7 @@ STRIPE_API = "https://api.stripe.com"
 WEBHOOKS_STALE = timedelta(hours=24)  # SPEC §4 reconcile: no event for 24h = stale
 
 # The Slack scopes the app manifest asks for; read from manifest.json when it is beside the package.
-DEFAULT_SCOPES = ["commands", "chat:write", "chat:write.public", "app_mentions:read", "users:read", "channels:read"]
+DEFAULT_SCOPES = ["commands", "chat:write", "chat:write.public", "app_mentions:read", "users:read"]
 MANIFEST = Path(__file__).resolve().parents[2] / "manifest.json"
 
 
@@ -257,3 +258,27 @@ def manifest_scopes() -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return list(DEFAULT_SCOPES)
+
+
+async def slack_posts_check(session: AsyncSession, now: datetime) -> Check:
+    """Whether posts reach Slack: sending paused (the app uninstalled, its token revoked), the
+    posts waiting, and those Slack refused for good in the last 24 h."""
+    state = await read_slack_state(session)
+    pending = (await session.execute(select(func.count()).select_from(OutgoingMessage)
+                                     .where(OutgoingMessage.status == "pending"))).scalar_one()
+    waiting = f"{pending} post(s) waiting"
+    if state.paused is not None:
+        return Check("slack posts", "fail", f"{state.describe()}; {waiting}",
+                     "reinstall the app (or set a new SLACK_BOT_TOKEN); sending resumes once auth.test works "
+                     "(preflight checks it)")
+    refused = (await session.execute(
+        select(OutgoingMessage.channel, OutgoingMessage.error).where(
+            OutgoingMessage.status == "failed", OutgoingMessage.created_at >= now - timedelta(hours=24))
+        .order_by(OutgoingMessage.id.desc()))).all()
+    if refused:
+        channel, error = refused[0]
+        return Check("slack posts", "warn",
+                     f"sending; {waiting}; {len(refused)} refused by Slack in the last 24 h "
+                     f"(latest to #{channel}: {error})",
+                     "invite the bot to the channel, or see the audit log (slack.delivery)")
+    return Check("slack posts", "pass", f"sending; {waiting}")

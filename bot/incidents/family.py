@@ -7,6 +7,7 @@ from commands import impact, incident
 
 from ..family import Family
 from ..services import Recorder
+from .delivery import record_failed_delivery
 from .demo import INCIDENT_TOUR, seed_incidents
 from .jobs import INCIDENT_JOBS
 from .timeline import may_record, record_action
@@ -22,4 +23,5 @@ family = Family(
     seeders=(seed_incidents,),
     tour=tuple(INCIDENT_TOUR),
     templates=sample_contexts,
+    delivery_failed=(record_failed_delivery,),  # a refused post on the incident timeline
 )

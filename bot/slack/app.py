@@ -9,16 +9,23 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncServerErrorRetryHandler
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 from sqlalchemy.exc import IntegrityError
 
+from ..deliveries import delivery_keys, pause
 from ..errors import UsageError
 from ..models import SlackDelivery
 from ..reply import Reply
 from ..router import Outcome, Router
 from ..services import Services
 from .blocks import fallback_text, render_blocks
+from .client import classify
 
 log = logging.getLogger("revops.slack")
+# The webhook client logs each request's URL at DEBUG; a response_url carries a token: never below INFO.
+webhook_log = logging.getLogger("revops.slack.response_url")
+webhook_log.setLevel(logging.INFO)
 
 # Answer inside the acknowledgement when the work finishes this fast; Slack allows 3 s.
 ACK_BUDGET = 2.0
@@ -60,6 +67,48 @@ class Followups:
             await asyncio.wait(set(self.tasks), timeout=timeout)
 
 
+async def answer(client, body: dict, message: dict[str, Any], *, user: str | None, channel: str | None) -> None:
+    """Answer through the request's response_url; when that fails (404 `expired_url` — it lives
+    30 minutes and takes 5 answers —, a 5xx after two retries, the network), as an ephemeral
+    message to the person in the channel instead: no answer is lost, and the failure is logged
+    with its status (never the URL, which carries a token)."""
+    url = body.get("response_url")
+    failure = "no response_url"
+    if url:
+        webhook = AsyncWebhookClient(url, timeout=10, logger=webhook_log, retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=2)])
+        try:
+            response = await webhook.send_dict(message)
+            if response.status_code == 200:
+                return
+            failure = f"HTTP {response.status_code} {''.join(ch for ch in str(response.body)[:40] if ch.isalnum() or ch in '_-')}"
+        except Exception as exc:
+            failure = f"{type(exc).__name__} (network)"
+    if not user or not channel:
+        log.warning("response_url failed (%s) and there is no user and channel to answer instead", failure)
+        return
+    log.warning("response_url failed (%s); answering with chat.postEphemeral instead", failure)
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=message.get("text") or "",
+                                        blocks=message.get("blocks"))
+    except Exception as exc:
+        log.warning("the chat.postEphemeral fallback failed too (%s); the answer is lost", classify(exc))
+
+
+def delivery_of(request, body) -> tuple[str, ...]:
+    """What the router claims a slash command or click under (a replay inside the signature
+    window finds it claimed): its signature and timestamp, and its trigger_id. Socket Mode
+    carries no signature; its trigger_id still says."""
+    headers = getattr(request, "headers", None) or {}
+
+    def header(name: str) -> str | None:
+        values = headers.get(name) or [None]
+        return values[0] if isinstance(values, (list, tuple)) else values
+
+    trigger = body.get("trigger_id") if isinstance(body, dict) else None
+    return delivery_keys(header("x-slack-request-timestamp"), header("x-slack-signature"), trigger)
+
+
 def build_slack_app(services: Services, router: Router, client, followups: Followups | None = None) -> AsyncApp:
     env = services.settings.env
     followups = followups or Followups()
@@ -84,11 +133,12 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
         return await next()
 
     @app.command("/revops")
-    async def on_command(ack, body, respond):
+    async def on_command(ack, body, client, request):
         text = body.get("text", "")
         parsed = router.parse(text)  # once: it says whether the command is slow, and the router runs it
         work = asyncio.ensure_future(router.handle_text(
             text, actor=body["user_id"], channel=body.get("channel_id"), surface="slack", parsed=parsed,
+            delivery=delivery_of(request, body),
         ))
         slow = not isinstance(parsed, UsageError) and parsed[0].slow
         budget = 0 if slow else ACK_BUDGET
@@ -100,28 +150,47 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
 
         async def answer_later():
             outcome: Outcome = await work
-            await respond(**payload(outcome.reply), replace_original=False)
+            await answer(client, body, {**payload(outcome.reply), "replace_original": False},
+                         user=body.get("user_id"), channel=body.get("channel_id"))
 
         followups.start(answer_later())
 
     @app.action(re.compile(r"^revops:"))
-    async def on_click(ack, body, action, respond):
+    async def on_click(ack, body, action, client, request):
         await ack()
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        delivery = delivery_of(request, body)
 
         async def click():
             outcome = await router.handle_click(
                 action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
-                surface="slack",
+                surface="slack", delivery=delivery,
             )
             reply = outcome.reply
+            message = {"text": fallback_text(reply), "blocks": render_blocks(reply)}
             if getattr(reply, "replace", False):
-                await respond(text=fallback_text(reply), blocks=render_blocks(reply), replace_original=True)
+                message["replace_original"] = True
             else:
-                await respond(text=fallback_text(reply), blocks=render_blocks(reply), response_type="ephemeral",
-                              replace_original=False)
+                message.update(response_type="ephemeral", replace_original=False)
+            await answer(client, body, message, user=body["user"]["id"], channel=channel)
 
         followups.start(click())
+
+    async def paused(reason: str) -> None:
+        now = services.clock.now()
+        async with services.db.transaction() as session:
+            await pause(session, f"{reason} at {now:%Y-%m-%d %H:%M} UTC", now)
+
+    @app.event("app_uninstalled")
+    async def on_uninstalled(event):
+        # The token is dead: the outbox keeps its posts, untried, until a Slack call works again.
+        await paused("the app was uninstalled")
+
+    @app.event("tokens_revoked")
+    async def on_tokens_revoked(event):
+        tokens = event.get("tokens") or {}
+        if tokens.get("bot") or not tokens:  # (the bot uses no user tokens: those alone change nothing)
+            await paused("the bot token was revoked")
 
     @app.event("app_mention")
     async def on_mention(event, client):

@@ -1,5 +1,11 @@
-"""The Slack Web API client (honours SLACK_API_URL, retries 429 after Retry-After)
-and the outbox sender that posts through it."""
+"""The Slack Web API client (honours SLACK_API_URL, retries 429 after Retry-After, 5xx and
+network errors a few times) and the outbox sender that posts through it.
+
+What Slack answers is classified for the outbox (SPEC §10): retryable (429, 5xx, the network,
+Slack's own transient errors) — the post is tried again later, in order; a dead token — sending
+pauses; anything else, including an error this code does not know, is permanent — the post
+fails at once with Slack's reason and its author is told (a day of retries behind one refused
+post would hold back every later post to its channel)."""
 
 from __future__ import annotations
 
@@ -11,14 +17,25 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..outbox import SendError
+from ..outbox import PAUSE, PERMANENT, RETRY, SendError
 from ..reply import Reply
 from ..settings import Settings
 from .blocks import fallback_text, render_blocks
 
-# Errors that retrying cannot fix: the post is marked failed instead.
-_PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long",
-              "invalid_auth", "account_inactive", "no_text", "message_not_found", "cant_update_message"}
+# Slack's transient errors: worth another try later.
+RETRYABLE = frozenset({"ratelimited", "rate_limited", "service_unavailable", "fatal_error", "request_timeout",
+                       "internal_error", "timeout"})
+# The token itself is dead: every call would fail the same way until it is replaced.
+TOKEN_DEAD = frozenset({"token_revoked", "invalid_auth", "not_authed", "account_inactive", "token_expired"})
+# Known permanent errors (for the record: any error not in the two sets above is permanent too).
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "is_archived", "channel_is_archived", "msg_too_long",
+    "msg_blocks_too_long", "invalid_blocks", "invalid_blocks_format", "missing_scope", "message_not_found",
+    "cant_update_message", "edit_window_closed", "restricted_action", "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel", "no_text", "invalid_arguments", "team_access_not_granted",
+    "user_not_in_channel", "user_not_found", "cannot_dm_bot", "too_many_attachments", "duplicate_channel_not_found",
+    "not_allowed_token_type", "ekm_access_denied", "is_inactive",
+})
 
 
 def make_web_client(settings: Settings) -> AsyncWebClient:
@@ -35,6 +52,24 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+def classify(exc: Exception) -> SendError:
+    """What a failed Web API call means for the post (the client's own retries are over)."""
+    if not isinstance(exc, SlackApiError):
+        return SendError(f"Slack is unreachable ({type(exc).__name__})", action=RETRY, code="unreachable")
+    response = exc.response
+    status = getattr(response, "status_code", 200) if response is not None else 200
+    try:
+        error = str(response.get("error") or "") if response is not None else ""
+    except Exception:  # a body that is not Slack's JSON (a proxy's error page)
+        error = ""
+    error = "".join(ch for ch in error if ch.isalnum() or ch in "_-.")[:60] or f"HTTP {status}"
+    if status == 429 or status >= 500 or error in RETRYABLE:
+        return SendError(f"Slack said {error}", action=RETRY, code=error)
+    if error in TOKEN_DEAD:
+        return SendError(f"Slack said {error}", action=PAUSE, code=error)
+    return SendError(f"Slack said {error}", action=PERMANENT, code=error)
+
+
 class SlackSender:
     def __init__(self, client: AsyncWebClient):
         self.client = client
@@ -43,19 +78,28 @@ class SlackSender:
         try:
             resp = await self.client.chat_postMessage(channel=channel, text=fallback_text(reply),
                                                       blocks=render_blocks(reply), thread_ts=thread_ts)
-        except SlackApiError as exc:
-            error = exc.response.get("error", "error") if exc.response is not None else "error"
-            raise SendError(f"Slack said {error}", retry=error not in _PERMANENT) from None
         except Exception as exc:
-            raise SendError(f"Slack is unreachable ({type(exc).__name__})") from None
+            raise classify(exc) from None
         return resp["ts"]
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=fallback_text(reply),
                                           blocks=render_blocks(reply))
-        except SlackApiError as exc:
-            error = exc.response.get("error", "error") if exc.response is not None else "error"
-            raise SendError(f"Slack said {error}", retry=error not in _PERMANENT) from None
         except Exception as exc:
-            raise SendError(f"Slack is unreachable ({type(exc).__name__})") from None
+            raise classify(exc) from None
+
+    async def ephemeral(self, channel: str, user: str, reply: Reply) -> None:
+        try:
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=fallback_text(reply),
+                                                 blocks=render_blocks(reply))
+        except Exception as exc:
+            raise classify(exc) from None
+
+    async def token_works(self) -> bool:
+        """auth.test with the token: whether a paused outbox may send again."""
+        try:
+            await self.client.auth_test()
+        except Exception:
+            return False
+        return True

@@ -1,5 +1,7 @@
 """A small recording Slack Web API on loopback that answers like Slack: `ok`, `ts`,
-429 with Retry-After or 5xx when told to, and response_url endpoints."""
+429 with Retry-After or 5xx when told to, any error Slack documents (once, for the next calls
+of a method, or for good for one channel), a revoked token, and response_url endpoints (which
+can answer 404 `expired_url` or 5xx)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:read"
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read"  # as manifest.json asks
 
 
 @dataclass
@@ -45,6 +47,9 @@ class FakeSlack:
         self.channel_rate: float | None = None
         self.users: dict[str, str] = {}  # user id -> display name, for users.info
         self._last_post: dict[str, float] = {}
+        self._refused: dict[str, str] = {}  # channel -> the error every post/update/ephemeral there gets
+        self._respond_failures: list[tuple[int, str]] = []
+        self.revoked: str | None = None  # every call with the token answers this error (token_revoked)
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/respond/{key}", self._respond, methods=["POST"]),
@@ -70,6 +75,9 @@ class FakeSlack:
             self.channel_rate = None
             self._last_post.clear()
             self.users.clear()
+            self._refused.clear()
+            self._respond_failures.clear()
+            self.revoked = None
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -82,6 +90,22 @@ class FakeSlack:
         body = {"ok": False, "error": error or ("ratelimited" if status == 429 else "internal_error")}
         with self._lock:
             self._failures.setdefault(method, []).extend([(status, headers, body)] * times)
+
+    def refuse(self, channel: str, error: str = "not_in_channel") -> None:
+        """Every chat.postMessage / chat.update / chat.postEphemeral to `channel` answers `error`
+        (ok=false, HTTP 200), as Slack does for a channel the bot is not in, or archived."""
+        with self._lock:
+            self._refused[channel] = error
+
+    def fail_responses(self, status: int = 404, *, error: str = "expired_url", times: int = 1) -> None:
+        """The next `times` POSTs to a response_url answer `status` (404 `expired_url`, 500...)."""
+        with self._lock:
+            self._respond_failures.extend([(status, error)] * times)
+
+    def revoke(self, error: str | None = "token_revoked") -> None:
+        """Every Web API call with the token answers `error` (None: the token works again)."""
+        with self._lock:
+            self.revoked = error
 
     # --- inspection ----------------------------------------------------------
     def calls_of(self, method: str) -> list[Call]:
@@ -155,6 +179,14 @@ class FakeSlack:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") and method != "api.test":
             return JSONResponse({"ok": False, "error": "not_authed"})
+        with self._lock:
+            revoked = self.revoked
+            refused = self._refused.get(params.get("channel", "")) if method in (
+                "chat.postMessage", "chat.update", "chat.postEphemeral") else None
+        if revoked and method != "api.test":
+            return JSONResponse({"ok": False, "error": revoked})
+        if refused:
+            return JSONResponse({"ok": False, "error": refused})
         if method == "auth.test":
             return JSONResponse({"ok": True, "url": "https://revops-test.slack.com/", "team": "Test",
                                  "user": "revops", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"},
@@ -203,5 +235,12 @@ class FakeSlack:
     async def _respond(self, request: Request) -> Response:
         params = await self._params(request)
         with self._lock:
-            self.responses.append(Call("respond", params, dict(request.headers), request.path_params["key"]))
+            failure = self._respond_failures.pop(0) if self._respond_failures else None
+            if failure is None:
+                self.responses.append(Call("respond", params, dict(request.headers), request.path_params["key"]))
+            else:
+                self.calls.append(Call("respond.failed", params, dict(request.headers), request.path_params["key"]))
+        if failure is not None:
+            status, error = failure
+            return Response(error, status_code=status)
         return Response("ok")

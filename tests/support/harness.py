@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import func, select
 
 from bot.db import Database
+from bot.deliveries import read_state as read_slack_state
 from bot.models import OutgoingMessage
 from bot.settings import Settings, load_settings
 from bot.app import create_app
@@ -164,6 +165,8 @@ class Bot:
             return f"{len(followups.tasks)} follow-up(s) running"
         runtime.deliverer.kick()
         async with runtime.services.db.transaction() as s:
+            if (await read_slack_state(s)).paused is not None:
+                return None  # sending is paused (token revoked): pending posts wait, on purpose
             due = (await s.execute(select(func.count()).select_from(OutgoingMessage).where(
                 OutgoingMessage.status == "pending",
                 OutgoingMessage.next_attempt_at <= runtime.services.clock.now()))).scalar_one()
