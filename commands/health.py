@@ -32,11 +32,12 @@ from bot.health.views import announce_down
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Em, Icon, Status, Text, join
 
 commands = CommandSet("health")
 
-STATUS_ICON = {"ok": ":large_green_circle:", "degraded": ":large_yellow_circle:", "down": ":red_circle:"}
-CHECK_ICON = {"pass": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
+STATUS_ICON = {"ok": Icon("large_green_circle"), "degraded": Icon("large_yellow_circle"), "down": Icon("red_circle")}
+CHECK_STATUS = {"pass": Status("ok"), "warn": Status("warning"), "fail": Status("failed")}
 
 
 @commands.command("health [name]", summary="probe the services (or one by NAME) and the bot's own database, "
@@ -54,7 +55,7 @@ async def health(ctx: Context, args: dict) -> Reply:
         if not targets:
             names = sorted({s.name for s in configured})
             known = f"configured: {', '.join(names)}" if names else "no services are configured ([[services]] in revops.toml)"
-            raise UsageError(f"no service `{wanted[:40]}`; {known}")
+            raise UsageError(Text("no service ", Code(wanted[:40]), f"; {known}"))
 
     started = time.perf_counter()
     if whole:
@@ -88,11 +89,11 @@ def health_reply(results: list[ProbeResult], p95s: dict[tuple[str, str], P95], b
     counts = {s: sum(1 for r in results if r.status == s) for s in ("down", "degraded", "ok")}
     failing = [c for c in bot_checks if c.status == "fail"]
     if counts["down"] or failing:
-        icon = ":red_circle:"
+        icon = STATUS_ICON["down"]
     elif counts["degraded"] or any(c.status == "warn" for c in bot_checks):
-        icon = ":large_yellow_circle:"
+        icon = STATUS_ICON["degraded"]
     else:
-        icon = ":large_green_circle:"
+        icon = STATUS_ICON["ok"]
     parts = [f"{n} {s}" for s, n in counts.items() if n]
     head = ", ".join(parts) if parts else "no services configured"
     if whole:
@@ -100,35 +101,35 @@ def health_reply(results: list[ProbeResult], p95s: dict[tuple[str, str], P95], b
     lines = [service_line(r, p95s.get(r.key)) for r in results]
     lines += drift_lines(results)
     if bot_checks:
-        lines.append("*The bot*")
-        lines += [f"{CHECK_ICON[c.status]} *{c.name}* — {c.detail}" for c in bot_checks]
+        lines.append(Text(Em("The bot")))
+        lines += [Text(CHECK_STATUS[c.status], " ", Em(c.name), f" — {c.detail}") for c in bot_checks]
     if secrets is not None:
-        lines.append("*Secrets* — " + " · ".join(f"{name} {state}" for name, state in secrets))
+        lines.append(Text(Em("Secrets"), " — " + " · ".join(f"{name} {state}" for name, state in secrets)))
     return Reply(
-        f"{icon} Health: {head}",
+        Text(icon, f" Health: {head}"),
         lines=lines,
         footer=f"Probed concurrently in {elapsed:.2f} s, each service bounded by its own timeout; "
                "p95 over the recent probes (last 50 within 24 h).",
     )
 
 
-def service_line(r: ProbeResult, p95: P95 | None) -> str:
-    parts = [f"{r.status}: {r.detail}"]
+def service_line(r: ProbeResult, p95: P95 | None) -> Text:
+    parts: list = [f"{r.status}: {r.detail}"]
     if r.latency_ms is not None and not r.detail.startswith("timed out"):
         parts.append(f"{r.latency_ms:.0f} ms")
     if p95 is not None and p95.value_ms is not None:
         verdict = "within" if p95.within_slo else "over"
-        mark = "" if p95.within_slo else " :warning:"
+        mark = "" if p95.within_slo else Text(" ", Status("warning"))
         probes = f"{p95.samples} probe" + ("s" if p95.samples != 1 else "")
-        parts.append(f"p95 {p95.value_ms:.0f} ms {verdict} SLO {p95.slo_ms:.0f} ms ({probes}){mark}")
+        parts.append(Text(f"p95 {p95.value_ms:.0f} ms {verdict} SLO {p95.slo_ms:.0f} ms ({probes})", mark))
     else:
         parts.append(f"p95 n/a (SLO {r.slo_ms:.0f} ms)")
     if r.version:
-        parts.append(f"version `{r.version}`")
-    return f"{STATUS_ICON[r.status]} *{r.name}* ({r.env}) — " + " · ".join(parts)
+        parts.append(Text("version ", Code(r.version)))
+    return Text(STATUS_ICON[r.status], " ", Em(r.name), f" ({r.env}) — ", join(" · ", parts))
 
 
-def drift_lines(results: list[ProbeResult]) -> list[str]:
+def drift_lines(results: list[ProbeResult]) -> list[Text]:
     """The same service in several environments answering different versions."""
     by_name: dict[str, dict[str, str]] = {}
     for r in results:
@@ -137,8 +138,8 @@ def drift_lines(results: list[ProbeResult]) -> list[str]:
     lines = []
     for name, versions in by_name.items():
         if len(set(versions.values())) > 1:
-            shown = " ≠ ".join(f"{env} `{v}`" for env, v in sorted(versions.items(), key=_prod_first))
-            lines.append(f":twisted_rightwards_arrows: *drift* — {name}: {shown}")
+            shown = join(" ≠ ", (Text(f"{env} ", Code(v)) for env, v in sorted(versions.items(), key=_prod_first)))
+            lines.append(Text(Icon("twisted_rightwards_arrows"), " ", Em("drift"), f" — {name}: ", shown))
     return lines
 
 

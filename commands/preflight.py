@@ -13,17 +13,16 @@ from bot.health.selfcheck import Check, secrets_presence
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Em, Status, Text
 
 commands = CommandSet("preflight")
 
-ICONS = {"pass": ":white_check_mark:", "warn": ":warning:", "fail": ":x:"}
+STATUSES = {"pass": Status("ok"), "warn": Status("warning"), "fail": Status("failed")}
 
 
-def mrkdwn_line(check: Check) -> str:
-    line = f"{ICONS[check.status]} *{check.name}* — {check.detail}"
-    if check.fix and check.status != "pass":
-        line += f" · fix: {check.fix}"
-    return line
+def check_line(check: Check) -> Text:
+    fix = f" · fix: {check.fix}" if check.fix and check.status != "pass" else ""
+    return Text(STATUSES[check.status], " ", Em(check.name), f" — {check.detail}", fix)
 
 
 @commands.command("preflight", summary="go-live checklist: settings, key mode, webhook secret, database, "
@@ -40,11 +39,11 @@ async def preflight(ctx: Context, args: dict) -> Reply:
                                  slack_auth_test=ctx.services.extras.get("slack_auth_test"),
                                  stripe=ctx.services.stripe, now=ctx.now, token_works=token_works)
     passed, warned, failed = summary(checks)
-    icon = ":x:" if failed else (":warning:" if warned else ":white_check_mark:")
+    icon = Status("failed" if failed else "warning" if warned else "ok")
     verdict = "not ready to go live" if failed else "ready to go live"
     return Reply(
-        f"{icon} Preflight ({settings.env.revops_env}): {verdict} — {passed} pass, {warned} warn, {failed} fail",
-        lines=[mrkdwn_line(c) for c in checks],
+        Text(icon, f" Preflight ({settings.env.revops_env}): {verdict} — {passed} pass, {warned} warn, {failed} fail"),
+        lines=[check_line(c) for c in checks],
         fields=[(name, state) for name, state in secrets_presence(settings)],
-        footer="`revops preflight` runs the same checks from a deploy pipeline (exit 1 on any fail).",
+        footer=Text(Code("revops preflight"), " runs the same checks from a deploy pipeline (exit 1 on any fail)."),
     )

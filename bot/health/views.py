@@ -13,6 +13,7 @@ from ..outbox import post_automated
 from ..reply import Reply
 from ..settings import Settings
 from .probes import ProbeResult
+from ..text import Code, Em, Icon, Text
 
 
 def down_post(r: ProbeResult, at: datetime) -> Reply:
@@ -20,8 +21,9 @@ def down_post(r: ProbeResult, at: datetime) -> Reply:
     if r.latency_ms is not None:
         parts.append(f"{r.latency_ms:.0f} ms")
     return Reply(
-        f":red_circle: *{r.name}* ({r.env}) is down: {' · '.join(parts)}.",
-        footer=f"Health probe at {at:%Y-%m-%d %H:%M:%S} UTC. `/revops health {r.name}` to check again.",
+        Text(Icon("red_circle"), " ", Em(r.name), f" ({r.env}) is down: {' · '.join(parts)}."),
+        footer=Text(f"Health probe at {at:%Y-%m-%d %H:%M:%S} UTC. ", Code(f"/revops health {r.name}"),
+                    " to check again."),
         private=False,
     )
 

@@ -16,6 +16,7 @@ from bot.health.models import HealthProbe
 from bot.health.selfcheck import heartbeat_check
 from bot.models import OutgoingMessage
 from bot.outbox import Deliverer
+from bot.reply import Reply
 from bot.app import build_services
 from bot.worker import Worker
 from tests.support.harness import CHANNEL, make_settings
@@ -47,7 +48,7 @@ async def test_scheduled_probes_feed_the_p95_and_hold_down_posts_in_panic(tmp_pa
 
         async with services.db.transaction() as s:
             posts = (await s.execute(select(OutgoingMessage))).scalars().all()
-            assert sorted(p.reply["text"].split("*")[1] for p in posts) == ["billing-api", "ledger", "search"]
+            assert sorted(str(Reply.from_dict(p.reply).text).split()[0] for p in posts) == ["billing-api", "ledger", "search"]
             assert {(p.channel, p.status) for p in posts} == {(CHANNEL, "held")}  # recorded, never sent
             latest = (await s.execute(select(HealthProbe).where(HealthProbe.service == "checkout")
                                       .order_by(HealthProbe.id.desc()).limit(1))).scalar_one()
