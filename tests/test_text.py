@@ -181,3 +181,8 @@ async def test_names_come_from_users_info_cached_and_fall_back_to_the_id(fake_sl
     unreachable = Names(users_info_lookup(AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/")))
     assert await unreachable.resolve({"U0RESPONDER"}) == {}
     assert plain_text(Text(User("U0RESPONDER")), await unreachable.resolve({"U0RESPONDER"})) == "@U0RESPONDER"
+
+
+def test_field_labels_are_emphasised_and_values_escaped():
+    from bot.slack.blocks import fields_section
+    assert fields_section([("Reason", "<!here> *x*")])["fields"][0]["text"] == "*Reason*\n&lt;!here&gt; *x*"

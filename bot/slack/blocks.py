@@ -132,7 +132,7 @@ def fields_section(fields: list[tuple[Any, Any]], names: Mapping[str, str] | Non
 
 
 def _field(key: Any, value: Any, names: Mapping[str, str] | None) -> str:
-    parts = (atoms(Em(Text(key)), names) + ["\n"] if key else []) + atoms(value, names)
+    parts = (atoms(Text(Em(key)), names) + ["\n"] if key else []) + atoms(value, names)
     return _fit(parts, FIELD_CHARS) or " "
 
 
