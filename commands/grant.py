@@ -34,7 +34,7 @@ async def _request(ctx: Context, kind: str, args: dict) -> Reply:
     ctx.note(subject=account.id, detail=f"requested {amount_text(req)}: {req.reason}", request=req.id,
              account=account.id, amount=req.amount, reason=req.reason, requester=ctx.actor)
     return Reply(Text(f"Request #{req.id} posted for approval: {amount_text(req)} to ", Code(account.id),
-                      f". It expires at {hhmm(req.expires_at)}."))
+                      f". It expires at {hhmm(req.expires_at)}."), fields=[("Reason", reason_text(req.reason))])
 
 
 def _refusal_text(decision: Decision) -> Text:
