@@ -22,7 +22,7 @@ from bot.errors import UpstreamError, UsageError
 from bot.registry import CommandSet
 from bot.reply import Button, Reply
 from bot.roles import Role
-from bot.text import Code, Em, Icon, Link, Status, Text, clip, join
+from bot.text import Code, Em, Icon, Link, Status, Text, clip
 
 from ._billing import entry_line, money, stripe_of, when
 

@@ -139,7 +139,7 @@ async def cancel_command(ctx: Context, args: dict) -> Reply:
 
 
 @commands.command("grant pending [--before N]", role=Role.viewer,
-                  summary="pending credit requests, newest first in pages (--before #N: the ones older than #N)")
+                  summary="pending credit requests, the newest 20 (--before N: those older than request #N)")
 async def pending_command(ctx: Context, args: dict) -> Reply:
     before = args.get("before")
     rows = await service.pending_requests(ctx.session, ctx.now, limit=PENDING_SHOWN, before=before)
