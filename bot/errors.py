@@ -1,8 +1,18 @@
 """One exception tree for everything the bot reports to a person."""
 
+from typing import Any
+
+from .text import Code, Text
+
 
 class RevopsError(Exception):
-    """Base of every error the bot turns into a sentence for the person who asked."""
+    """Base of every error the bot turns into a sentence for the person who asked.
+
+    The message may be typed text (bot/text.py); `text` keeps it, `str(exc)` is its plain reading."""
+
+    def __init__(self, message: Any = "", *args: Any):
+        super().__init__(message, *args)
+        self.text = message
 
 
 class UsageError(RevopsError):
@@ -17,7 +27,7 @@ class PermissionDenied(RevopsError):
     """The person lacks the role the command needs."""
 
     def __init__(self, needed: str, actual: str, what: str):
-        super().__init__(f"`{what}` needs the {needed} role; you are {actual}.")
+        super().__init__(Text(Code(what), f" needs the {needed} role; you are {actual}."))
         self.needed = needed
         self.actual = actual
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .durations import format_duration, parse_duration
 from .errors import UsageError
+from .text import Code, Text
 
 MAX_WINDOW = timedelta(days=90)  # the longest `--since` (or any duration) a command takes
 MAX_TEXT = 1000  # characters in a reason, summary, note... (the rest of the line)
@@ -94,10 +95,10 @@ class Grammar:
             if tok.startswith("--") and len(tok) > 2:
                 name, eq, value = tok[2:].partition("=")
                 if name not in self.options:
-                    raise UsageError(f"unknown option `--{name}`")
+                    raise UsageError(Text("unknown option ", Code(f"--{name}")))
                 if not eq:
                     if i + 1 >= len(tokens):
-                        raise UsageError(f"`--{name}` needs a value")
+                        raise UsageError(Text(Code(f"--{name}"), " needs a value"))
                     value = tokens[i + 1]
                     i += 1
                 _short(f"--{name}", value)
@@ -105,7 +106,7 @@ class Grammar:
             elif self.named and "=" in tok and tok.split("=", 1)[0] in self.named:
                 key, _, value = tok.partition("=")
                 if not value:
-                    raise UsageError(f"`{key}=` needs a value")
+                    raise UsageError(Text(Code(f"{key}="), " needs a value"))
                 _short(f"{key}=", value)
                 args[key] = _convert(key, self.named[key], value)
             else:
@@ -131,12 +132,12 @@ class Grammar:
             if param.kind == "choice":
                 match = [c for c in param.choices if c.lower() == raw.lower()]
                 if not match:
-                    raise UsageError(f"expected one of {', '.join(param.choices)}, got `{_clip(raw)}`")
+                    raise UsageError(Text(f"expected one of {', '.join(param.choices)}, got ", Code(_clip(raw))))
                 args[param.name] = match[0]
             else:
                 args[param.name] = _convert(f"<{param.name}>", param.kind, raw)
         if positional:
-            raise UsageError(f"unexpected argument `{_clip(positional[0])}`")
+            raise UsageError(Text("unexpected argument ", Code(_clip(positional[0]))))
         return args
 
 
@@ -172,25 +173,25 @@ def as_id(raw: str | None) -> int | None:
 def _convert(label: str, kind: str, raw: str) -> Any:
     if kind == "int":
         if not re.fullmatch(r"\+?[0-9]+", raw):
-            raise UsageError(f"{label} must be a whole number, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} must be a whole number, got ", Code(_clip(raw))))
         if len(raw) > 19 or int(raw) > MAX_INT:
-            raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} is too large, got ", Code(_clip(raw))))
         return int(raw)
     if kind == "signed":
         if not re.fullmatch(r"[+-][0-9]+", raw):
-            raise UsageError(f"{label} must be a signed whole number such as +50 or -20, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} must be a signed whole number such as +50 or -20, got ", Code(_clip(raw))))
         if len(raw) > 20 or abs(int(raw)) > MAX_INT:
-            raise UsageError(f"{label} is too large, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} is too large, got ", Code(_clip(raw))))
         return int(raw)
     if kind == "duration":
         try:
             value: timedelta = parse_duration(raw)
         except ValueError:
-            raise UsageError(f"{label} must be a duration such as 90s, 15m, 24h or 7d, got `{_clip(raw)}`") from None
+            raise UsageError(Text(f"{label} must be a duration such as 90s, 15m, 24h or 7d, got ", Code(_clip(raw)))) from None
         if value > MAX_WINDOW:
-            raise UsageError(f"{label} can be at most {format_duration(MAX_WINDOW)}, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} can be at most {format_duration(MAX_WINDOW)}, got ", Code(_clip(raw))))
         if value <= timedelta(0):
-            raise UsageError(f"{label} must be longer than 0s, got `{_clip(raw)}`")
+            raise UsageError(Text(f"{label} must be longer than 0s, got ", Code(_clip(raw))))
         return value
     return raw
 

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 from .errors import UsageError
 from .grammar import Grammar, tokenize
 from .roles import Role
+from .text import Code, Text
 
 RoleRule = Role | Callable[[dict[str, Any]], Role]
 FlagRule = bool | Callable[[dict[str, Any]], bool]
@@ -139,9 +140,10 @@ class Registry:
             family = self.families().get(lowered[0])
             if family:
                 usage = "\n".join(c.usage for c in family)
-                what = f"unknown `{lowered[0]}` sub-command `{tokens[1]}`" if len(tokens) > 1 else f"`{lowered[0]}` needs a sub-command"
+                what = (Text("unknown ", Code(lowered[0]), " sub-command ", Code(tokens[1][:40])) if len(tokens) > 1
+                        else Text(Code(lowered[0]), " needs a sub-command"))
                 raise UsageError(what, usage=usage)
-            raise UsageError(f"unknown command `{tokens[0][:40]}`; try `/revops help`", usage="help [command]")
+            raise UsageError(Text("unknown command ", Code(tokens[0][:40]), "; try ", Code("/revops help")), usage="help [command]")
         try:
             args = best.grammar.parse(tokens[len(best.grammar.path):])
         except UsageError as exc:

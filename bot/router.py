@@ -40,6 +40,7 @@ from .outbox import enqueue
 from .reply import Reply
 from .roles import Role, role_of
 from .services import Services
+from .text import Code, Icon, Text
 
 log = logging.getLogger("revops.router")
 
@@ -101,7 +102,7 @@ class Router:
             action = self.services.registry.action(action_id)
         except UsageError as exc:
             REQUESTS.labels(command="unknown-button", outcome="usage").inc()
-            return Outcome(Reply(str(exc)), "unknown-button", "usage")
+            return Outcome(Reply(Text(exc.text)), "unknown-button", "usage")
         return await self._run(
             name=action.name, kind="click", args={"value": value}, actor=actor, channel=channel, surface=surface,
             needed=action.role, mutating=action.mutating, dry_run_mode=action.dry_run,
@@ -123,7 +124,7 @@ class Router:
                     await audit.append(session, at=services.clock.now(), actor=actor, command=name, args=args,
                                        outcome="denied", channel=channel, surface=surface,
                                        detail=f"needs {needed.name}, has {role.name}")
-                return self._count(Outcome(Reply(f":no_entry: {denied}"), name, "denied"))
+                return self._count(Outcome(Reply(Text(Icon("no_entry"), " ", denied.text)), name, "denied"))
 
             start = dict(actor=actor, role=role, channel=channel, surface=surface, request_id=request_id,
                          message_ref=message_ref)
@@ -177,15 +178,16 @@ class Router:
             return self._count(Outcome(usage_reply(exc), name, "usage"))
         except DatabaseUnavailable as exc:
             log.warning("database unavailable during %s: %s", name, exc.__cause__)
-            return self._count(Outcome(Reply(f":warning: {exc}"), name, "failed"))
+            return self._count(Outcome(Reply(Text(Icon("warning"), " ", exc.text)), name, "failed"))
         except RevopsError as exc:
             await self._audit_failure(name, args, actor, channel, surface, mutating, str(exc))
-            return self._count(Outcome(Reply(f":warning: {exc}"), name, "failed"))
+            return self._count(Outcome(Reply(Text(Icon("warning"), " ", exc.text)), name, "failed"))
         except Exception:
             log.exception("command %s failed (request %s)", name, request_id)
             await self._audit_failure(name, args, actor, channel, surface, mutating, "internal error")
             return self._count(Outcome(
-                Reply(f":warning: `{name}` failed unexpectedly; nothing was changed. (request id {request_id})"),
+                Reply(Text(Icon("warning"), " ", Code(name),
+                           f" failed unexpectedly; nothing was changed. (request id {request_id})")),
                 name, "error",
             ))
 
@@ -279,4 +281,4 @@ def usage_reply(exc: UsageError) -> Reply:
     lines = []
     if exc.usage:
         lines = ["Usage: " + "\n       ".join(f"/revops {u}" for u in exc.usage.splitlines())]
-    return Reply(f":grey_question: {exc}", lines=lines)
+    return Reply(Text(Icon("grey_question"), " ", exc.text), lines=lines)

@@ -20,6 +20,7 @@ receives a `JobRun` and returns None (next slot), DONE (stop) or a datetime (run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -43,6 +44,9 @@ log = logging.getLogger("revops.scheduler")
 DONE = "done"
 RETRY_AFTER_ERROR = timedelta(minutes=1)
 DRAIN_ROUNDS = 1000  # a drain that still finds due work after this many rounds is a bug, not a backlog
+# Due jobs a PostgreSQL worker runs at once (each in its own transaction, on its own connection);
+# SQLite has one writer, so its jobs run one after another.
+JOBS_AT_ONCE = 8
 
 JobResult = str | datetime | None
 
@@ -183,15 +187,19 @@ class Scheduler:
                 .where(ScheduledJob.status == "active", ScheduledJob.due_at <= now)
                 .order_by(ScheduledJob.due_at, ScheduledJob.id).limit(limit)
             )).all()
-        ran: list[str] = []
-        for job_id, kind_name, incident_id in due:
-            try:
-                key = await self._run_one(services, job_id, self.kinds.get(kind_name), incident_id)
-                if key is not None:
-                    ran.append(key)
-            except Exception as exc:
-                log.exception("scheduled job %s failed", job_id)
-                await self._note_failure(services, job_id, exc)
+        gate = asyncio.Semaphore(JOBS_AT_ONCE if services.db.dialect == "postgresql" else 1)
+
+        async def one(job_id: int, kind_name: str, incident_id: int | None) -> str | None:
+            async with gate:
+                try:
+                    return await self._run_one(services, job_id, self.kinds.get(kind_name), incident_id)
+                except Exception as exc:
+                    log.exception("scheduled job %s failed", job_id)
+                    await self._note_failure(services, job_id, exc)
+                    return None
+
+        # in the order they fell due (gather keeps it), whichever finished first
+        ran = [key for key in await asyncio.gather(*(one(*row) for row in due)) if key is not None]
         if ran:
             for notify in services.on_posts:
                 notify()

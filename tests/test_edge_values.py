@@ -17,7 +17,7 @@ from bot.grants.models import GrantRequest
 from bot.incidents.models import Incident
 from bot.models import AuditRecord
 from bot.settings import load_settings
-from tests.support.harness import ADMIN, APPROVER, RESPONDER, VIEWER, flatten
+from tests.support.harness import ADMIN, APPROVER, RESPONDER, VIEWER, flatten, shown
 
 
 async def _seed_account(bot):
@@ -29,7 +29,7 @@ def _answer(bot, text, user=ADMIN) -> str:
     response = bot.slash(text, user=user)
     assert response.status_code == 200, response.text
     assert response.json().get("response_type") == "ephemeral", response.json()
-    return flatten(response.json())
+    return shown(flatten(response.json()))
 
 
 @pytest.mark.parametrize("text,expected", [

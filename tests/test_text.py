@@ -23,9 +23,12 @@ RAW_TOKENS = re.compile(r"<[!@#]|<https?:|&amp;amp;")
 
 
 def slack_texts(blocks) -> list[str]:
+    """The mrkdwn texts of a message (plain_text objects Slack shows as is, so they are skipped)."""
     out = []
 
     def walk(node):
+        if isinstance(node, dict) and node.get("type") == "plain_text":
+            return
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "text" and isinstance(value, str):
@@ -50,7 +53,9 @@ def test_plain_text_is_escaped_everywhere_in_a_slack_message(hostile):
     texts = slack_texts(blocks) + [fallback_text(reply)]
     escaped = hostile.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     joined = "\n".join(texts)
-    assert joined.count(escaped) >= 6
+    assert joined.count(escaped) >= 5
+    confirm = blocks[-2]["elements"][0]["confirm"]["text"]
+    assert confirm == {"type": "plain_text", "text": f"Approve {hostile}?"}  # Slack shows plain_text as is
     # the only token in the message is the bot's own mention
     assert re.findall(r"<[^>]*>", joined) == ["<@U0RESPONDER>"] * 2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
+from ..render_text import plain_text
 from ..reply import Button, Reply
 from ..text import Channel, Code, Em, Icon, Link, Status, Text, User
 
@@ -165,7 +166,8 @@ def button(b: Button, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     if b.confirm:
         element["confirm"] = {
             "title": plain("Are you sure?", 100),
-            "text": {"type": "mrkdwn", "text": _fit(atoms(b.confirm, names), 300), "verbatim": True},
+            # Slack's confirm text is plain_text: shown as is, so nothing in it is ever a token
+            "text": plain(plain_text(b.confirm, names), 300),
             "confirm": plain(b.label, 30),
             "deny": plain("Cancel", 30),
         }

@@ -196,6 +196,11 @@ class Bot:
         raise AssertionError(f"expected {count} chat.postMessage, got {len(self.slack.calls_of('chat.postMessage'))}")
 
 
+def shown(text: str) -> str:
+    """Slack mrkdwn as a person reads it: the three escaped characters back (tokens stay as they are)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def flatten(payload: dict) -> str:
     """Every piece of text in a Slack message payload, joined (for assertions)."""
     parts: list[str] = []
