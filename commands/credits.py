@@ -21,7 +21,8 @@ commands = CommandSet("credits")
 async def show_credits(ctx: Context, args: dict) -> Reply:
     account = await ledger.find_account(ctx.session, args["account"])
     if account is None:
-        raise UsageError(f"no account matches {args['account'][:60]} (an account id, a cus_… id or an email)")
+        raise UsageError(Text("no account matches ", Code(args["account"][:60]),
+                              " (an account id, a cus_… id or an email)"))
     entries = await ledger.recent_entries(ctx.session, account.id, limit=10)
     fields = [("Balance", f"{account.balance} credits")]
     if account.stripe_customer_id:

@@ -113,8 +113,8 @@ async def customer(ctx: Context, args: dict) -> Reply:
         account = await ledger.resolve_account(session, customer_id)
     if live is None and local is None and account is None:
         if stripe_error:
-            raise UpstreamError(f"{stripe_error}, and nothing in the local mirror matches {ref[:60]}")
-        raise UsageError(f"no customer matches {ref[:60]} in Stripe or in the local mirror")
+            raise UpstreamError(Text(f"{stripe_error}, and nothing in the local mirror matches ", Code(ref[:60])))
+        raise UsageError(Text("no customer matches ", Code(ref[:60]), " in Stripe or in the local mirror"))
 
     livemode = EventPolicy.from_settings(ctx.settings).livemode
     mismatches: list[str] = []

@@ -46,7 +46,7 @@ async def replay_missed(ctx: Context, value: str) -> Reply:
     try:
         since_s, until_s = (int(part) for part in value.split(":", 1))
     except ValueError:
-        raise UsageError("this button is malformed; run /revops reconcile again") from None
+        raise UsageError(Text("this button is malformed; run ", Code("/revops reconcile"), " again")) from None
     since = datetime.fromtimestamp(since_s, tz=timezone.utc)
     until = datetime.fromtimestamp(until_s, tz=timezone.utc)
     summary = await billing_reconcile.replay_missed(ctx.session, stripe_of(ctx), since=since, until=until,

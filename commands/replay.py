@@ -43,7 +43,7 @@ def _result_line(result: Result, kind: str | None = None) -> Text:
 async def replay_event(ctx: Context, args: dict) -> Reply:
     event_id = args["event"].strip()
     if not event_id.startswith("evt_"):
-        raise UsageError(f"expected an evt_… id, got {event_id[:40]}")
+        raise UsageError(Text("expected an evt_… id, got ", Code(event_id[:40])))
     stripe = stripe_of(ctx)
     policy = EventPolicy.from_settings(ctx.settings)
     note = None
@@ -65,10 +65,10 @@ async def replay_event(ctx: Context, args: dict) -> Reply:
         note = (f"{note.removesuffix('; nothing was changed')}: replayed the bot's stored copy" if note
                 else "Stripe no longer has this event: replayed the bot's stored copy")
     elif note:
-        raise UpstreamError(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored "
-                            f"copy of {event_id}; nothing was changed")
+        raise UpstreamError(Text(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored copy of ",
+                                 Code(event_id), "; nothing was changed"))
     else:
-        raise NotFound(f"No event {event_id}: Stripe does not know it and the bot never received it.")
+        raise NotFound(Text("No event ", Code(event_id), ": Stripe does not know it and the bot never received it."))
     event = await prepare(stripe, event, policy)  # network calls before the unit of work's first statement
     stored = await ctx.session.get(StripeEvent, event_id)
     previous = stored.status if stored else None
@@ -146,7 +146,7 @@ async def confirm_replay_failed(ctx: Context, value: str) -> Reply:
     try:
         since = timedelta(seconds=int(value))
     except ValueError:
-        raise UsageError("this button is malformed; run /revops replay failed again") from None
+        raise UsageError(Text("this button is malformed; run ", Code("/revops replay failed"), " again")) from None
     return await _replay_rows(ctx, await _failed_since(ctx, since), "failed events")
 
 

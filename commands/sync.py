@@ -28,9 +28,9 @@ async def sync_from_stripe(ctx: Context, object_id: str) -> Reply:
         changes = await sync_subscription(ctx.session, stripe, object_id, ctx.now)
         kind = "subscription"
     else:
-        raise UsageError(f"expected a sub_… or cus_… id, got {object_id[:40]}")
+        raise UsageError(Text("expected a sub_… or cus_… id, got ", Code(object_id[:40])))
     if changes is None:
-        raise NotFound(f"Stripe has no {kind} {object_id}; the mirror was left as it was.")
+        raise NotFound(Text(f"Stripe has no {kind} ", Code(object_id), "; the mirror was left as it was."))
     return render_sync(object_id, changes, ctx)
 
 
