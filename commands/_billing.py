@@ -8,6 +8,9 @@ from bot.billing.models import LedgerEntry
 from bot.billing.stripe_client import StripeClient
 from bot.context import Context
 from bot.errors import UpstreamError
+from bot.text import Text, User, clip
+
+ENTRY_REASON_CHARS = 300  # a ledger entry's reason in a list (the ledger keeps it whole)
 
 
 def stripe_of(ctx: Context) -> StripeClient:
@@ -17,17 +20,18 @@ def stripe_of(ctx: Context) -> StripeClient:
     return stripe
 
 
-def who(actor: str) -> str:
-    return f"<@{actor}>" if actor[:1] in ("U", "W") and actor.isalnum() else actor
+def who(actor: str) -> Text:
+    """A ledger entry's actor: a Slack user by name (no notification), else the word (stripe, app)."""
+    return Text(User(actor, ping=False) if actor[:1] in ("U", "W") and actor.isalnum() else actor)
 
 
 def when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value else "—"
 
 
-def entry_line(entry: LedgerEntry) -> str:
-    return (f"{when(entry.at)}  {entry.delta:+d} {entry.kind} — {entry.reason} (by {who(entry.actor)}) "
-            f"→ {entry.balance_after}")
+def entry_line(entry: LedgerEntry) -> Text:
+    return Text(f"{when(entry.at)}  {entry.delta:+d} {entry.kind} — ", clip(entry.reason or "", ENTRY_REASON_CHARS),
+                " (by ", who(entry.actor), f") → {entry.balance_after}")
 
 
 def money(amount: int | None, currency: str | None) -> str:

@@ -9,6 +9,7 @@ from bot.errors import UsageError
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Em, Text
 
 from ._billing import entry_line
 
@@ -20,12 +21,14 @@ commands = CommandSet("credits")
 async def show_credits(ctx: Context, args: dict) -> Reply:
     account = await ledger.find_account(ctx.session, args["account"])
     if account is None:
-        raise UsageError(f"no account matches `{args['account'][:60]}` (an account id, a cus_… id or an email)")
+        raise UsageError(Text("no account matches ", Code(args["account"][:60]),
+                              " (an account id, a cus_… id or an email)"))
     entries = await ledger.recent_entries(ctx.session, account.id, limit=10)
     fields = [("Balance", f"{account.balance} credits")]
     if account.stripe_customer_id:
         fields.append(("Stripe customer", account.stripe_customer_id))
     if account.email:
         fields.append(("Email", account.email))
-    lines = ["*Recent entries*"] + [entry_line(e) for e in entries] if entries else ["No ledger entries yet."]
-    return Reply(f"Account `{account.id}`: *{account.balance}* credits", fields=fields, lines=lines)
+    lines = [Text(Em("Recent entries"))] + [entry_line(e) for e in entries] if entries else ["No ledger entries yet."]
+    return Reply(Text("Account ", Code(account.id), ": ", Em(str(account.balance)), " credits"), fields=fields,
+                 lines=lines)

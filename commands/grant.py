@@ -13,10 +13,14 @@ DM, and the audit record's subject and detail.
 from bot.context import Context
 from bot.grants import service
 from bot.grants.service import Decision
-from bot.grants.views import amount_text, hhmm, outcome_message, request_message
+from bot.grants.views import amount_text, hhmm, outcome_message, reason_text, request_message
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Text, User
+
+PENDING_SHOWN = 20  # `grant pending` shows the newest this many; `--before #N` pages back
+LIST_REASON_CHARS = 300  # a reason in a list
 
 commands = CommandSet("grants")
 
@@ -29,20 +33,20 @@ async def _request(ctx: Context, kind: str, args: dict) -> Reply:
     ctx.post(req.channel, request_message(req, account, done.balance), ref=req.ref)
     ctx.note(subject=account.id, detail=f"requested {amount_text(req)}: {req.reason}", request=req.id,
              account=account.id, amount=req.amount, reason=req.reason, requester=ctx.actor)
-    return Reply(f"Request #{req.id} posted for approval: {amount_text(req)} to `{account.id}`. "
-                 f"It expires at {hhmm(req.expires_at)}.")
+    return Reply(Text(f"Request #{req.id} posted for approval: {amount_text(req)} to ", Code(account.id),
+                      f". It expires at {hhmm(req.expires_at)}."), fields=[("Reason", reason_text(req.reason))])
 
 
-def _refusal_text(decision: Decision) -> str:
+def _refusal_text(decision: Decision) -> Text:
     req = decision.request
     if decision.outcome == "own_request":
-        return f"You asked for request #{req.id}; four eyes: a different approver must approve it."
+        return Text(f"You asked for request #{req.id}; four eyes: a different approver must approve it.")
     if decision.outcome == "not_requester":
-        return f"Only <@{req.requester}>, who asked, can cancel request #{req.id}."
+        return Text("Only ", User(req.requester), f", who asked, can cancel request #{req.id}.")
     if req.status == "expired":
-        return f"Request #{req.id} expired at {hhmm(req.expires_at)}; nothing was granted."
-    return (f"Request #{req.id} was already {req.status} by <@{req.decided_by}> at "
-            f"{req.decided_at:%Y-%m-%d %H:%M:%S} UTC; nothing more was done.")
+        return Text(f"Request #{req.id} expired at {hhmm(req.expires_at)}; nothing was granted.")
+    return Text(f"Request #{req.id} was already {req.status} by ", User(req.decided_by),
+                f" at {req.decided_at:%Y-%m-%d %H:%M:%S} UTC; nothing more was done.")
 
 
 def _refused(ctx: Context, decision: Decision) -> Reply:
@@ -52,7 +56,7 @@ def _refused(ctx: Context, decision: Decision) -> Reply:
         ctx.update(req.ref, outcome_message(req))
     text = _refusal_text(decision)
     ctx.outcome = "refused"
-    ctx.note(subject=req.account_id, detail=text, request=req.id, account=req.account_id, amount=req.amount,
+    ctx.note(subject=req.account_id, detail=str(text), request=req.id, account=req.account_id, amount=req.amount,
              reason=req.reason, requester=req.requester)
     return Reply(text)
 
@@ -64,15 +68,16 @@ async def _approve(ctx: Context, request_id: int) -> Reply:
     req, simulated = decision.request, decision.simulated
     ctx.update(req.ref, outcome_message(req))
     ctx.post(req.requester, Reply(
-        f"Your {req.what} request #{req.id} ({amount_text(req)} to `{req.account_id}`) was approved by <@{ctx.actor}>."
-        + ("" if simulated else f" New balance: {req.balance_after} credits."),
+        Text(f"Your {req.what} request #{req.id} ({amount_text(req)} to ", Code(req.account_id), ") was approved by ",
+             User(ctx.actor), ".", "" if simulated else f" New balance: {req.balance_after} credits."),
+        fields=[("Reason", reason_text(req.reason))],
         tag="dry run" if simulated else None))
     ctx.note(subject=req.account_id,
              detail=f"approved {amount_text(req)} for {req.account_id} requested by {req.requester}: {req.reason}",
              request=req.id, account=req.account_id, amount=req.amount, reason=req.reason,
              requester=req.requester, approver=ctx.actor, balance_after=req.balance_after)
-    reply = Reply(f"Approved request #{req.id}: {amount_text(req)} to `{req.account_id}`."
-                  + (" Nothing moved (dry run)." if simulated else f" New balance: {req.balance_after} credits."))
+    reply = Reply(Text(f"Approved request #{req.id}: {amount_text(req)} to ", Code(req.account_id), ".",
+                       " Nothing moved (dry run)." if simulated else f" New balance: {req.balance_after} credits."))
     if simulated:
         reply.tag = "dry run"
     return reply
@@ -84,8 +89,8 @@ async def _reject(ctx: Context, request_id: int, note: str | None = None) -> Rep
         return _refused(ctx, decision)
     req = decision.request
     ctx.update(req.ref, outcome_message(req))
-    ctx.post(req.requester, Reply(f"Your {req.what} request #{req.id} was rejected by <@{ctx.actor}>."
-                                  + (f" Reason: {note}" if note else "")))
+    ctx.post(req.requester, Reply(Text(f"Your {req.what} request #{req.id} was rejected by ", User(ctx.actor), ".",
+                                       Text(" Reason: ", reason_text(note)) if note else "")))
     ctx.note(subject=req.account_id, detail=f"rejected request #{req.id}" + (f": {note}" if note else ""),
              request=req.id, account=req.account_id, amount=req.amount, reason=req.reason,
              requester=req.requester, rejected_by=ctx.actor)
@@ -133,12 +138,23 @@ async def cancel_command(ctx: Context, args: dict) -> Reply:
     return await _cancel(ctx, service.parse_request_id(args["request"]))
 
 
-@commands.command("grant pending", role=Role.viewer, summary="pending credit requests")
+@commands.command("grant pending [--before N]", role=Role.viewer,
+                  summary="pending credit requests, the newest 20 (--before N: those older than request #N)")
 async def pending_command(ctx: Context, args: dict) -> Reply:
-    rows = await service.pending_requests(ctx.session, ctx.now)
-    lines = [f"#{r.id} {amount_text(r)} to `{r.account_id}` by <@{r.requester}> — {r.reason} "
-             f"(expires {hhmm(r.expires_at)})" for r in rows] or ["No pending requests."]
-    return Reply("Pending credit requests", lines=lines)
+    before = args.get("before")
+    rows = await service.pending_requests(ctx.session, ctx.now, limit=PENDING_SHOWN, before=before)
+    total = await service.count_pending(ctx.session, ctx.now, before=before)
+    lines = [Text(f"#{r.id} {amount_text(r)} to ", Code(r.account_id), " by ", User(r.requester, ping=False), " — ",
+                  reason_text(r.reason, LIST_REASON_CHARS), f" (expires {hhmm(r.expires_at)})") for r in rows]
+    head = "Pending credit requests" + (f" older than #{before}" if before is not None else "")
+    if not lines:
+        return Reply(head, lines=["No pending requests."])
+    footer = None
+    if total > len(rows):
+        footer = Text(f"Showing the newest {len(rows)} of {total} pending requests — older ones: ",
+                      Code(f"/revops grant pending --before {rows[0].id}"))
+    return Reply(head, lines=lines, footer=footer, keep="end",
+                 more=Text(Code(f"/revops grant pending --before {rows[0].id}")) if footer else None)
 
 
 @commands.action("approve", role=Role.approver, dry_run="handler")

@@ -14,6 +14,7 @@ from bot.errors import UsageError
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Text, clip
 
 from ._billing import stripe_of
 
@@ -45,14 +46,16 @@ async def replay_missed(ctx: Context, value: str) -> Reply:
     try:
         since_s, until_s = (int(part) for part in value.split(":", 1))
     except ValueError:
-        raise UsageError("this button is malformed; run `/revops reconcile` again") from None
+        raise UsageError(Text("this button is malformed; run ", Code("/revops reconcile"), " again")) from None
     since = datetime.fromtimestamp(since_s, tz=timezone.utc)
     until = datetime.fromtimestamp(until_s, tz=timezone.utc)
     summary = await billing_reconcile.replay_missed(ctx.session, stripe_of(ctx), since=since, until=until,
                                                     now=ctx.now, policy=EventPolicy.from_settings(ctx.settings))
     sentence = _replay_sentence(summary)
     ctx.note(subject="stripe-events", detail=sentence)
-    lines = [f"{r.event_id}: {r.status} — {r.detail}" for r in summary.results[:SHOW]]
+    lines = [Text(f"{r.event_id}: {r.status} — ", clip(r.detail or "", 300)) for r in summary.results[-SHOW:]]
+    footer = None
     if len(summary.results) > SHOW:
-        lines.append(f"… and {len(summary.results) - SHOW} more")
-    return Reply(sentence, lines=lines, replace=True, private=False)
+        footer = Text(f"Showing the newest {SHOW} of {len(summary.results)} replayed events — what still fails: ",
+                      Code("/revops replay failed"), "; compare again: ", Code("/revops reconcile"))
+    return Reply(sentence, lines=lines, footer=footer, replace=True, private=False)

@@ -21,6 +21,7 @@ from bot.errors import NotFound, UpstreamError, UsageError
 from bot.registry import CommandSet
 from bot.reply import Button, Reply
 from bot.roles import Role
+from bot.text import Code, Icon, Status, Text, clip
 
 from ._billing import stripe_of
 
@@ -28,11 +29,13 @@ commands = CommandSet("replay")
 
 MAX_BULK = 500
 SHOW = 15
+DETAIL_CHARS = 300  # what applying an event did, in a list (the event row keeps it whole)
+ICONS = {"processed": Status("ok"), "ignored": Icon("heavy_minus_sign"), "failed": Status("failed")}
 
 
-def _result_line(result: Result, kind: str | None = None) -> str:
-    icon = {"processed": ":white_check_mark:", "ignored": ":heavy_minus_sign:", "failed": ":x:"}.get(result.status, "")
-    return f"{icon} {result.event_id}{f' ({kind})' if kind else ''}: {result.status} — {result.detail}"
+def _result_line(result: Result, kind: str | None = None) -> Text:
+    return Text(ICONS.get(result.status, ""), f" {result.event_id}{f' ({kind})' if kind else ''}: {result.status} — ",
+                clip(result.detail or "", DETAIL_CHARS))
 
 
 @commands.command("replay <event>", summary="fetch a Stripe event again (or use the stored copy) and apply it; idempotent",
@@ -40,7 +43,7 @@ def _result_line(result: Result, kind: str | None = None) -> str:
 async def replay_event(ctx: Context, args: dict) -> Reply:
     event_id = args["event"].strip()
     if not event_id.startswith("evt_"):
-        raise UsageError(f"expected an evt_… id, got `{event_id[:40]}`")
+        raise UsageError(Text("expected an evt_… id, got ", Code(event_id[:40])))
     stripe = stripe_of(ctx)
     policy = EventPolicy.from_settings(ctx.settings)
     note = None
@@ -62,10 +65,10 @@ async def replay_event(ctx: Context, args: dict) -> Reply:
         note = (f"{note.removesuffix('; nothing was changed')}: replayed the bot's stored copy" if note
                 else "Stripe no longer has this event: replayed the bot's stored copy")
     elif note:
-        raise UpstreamError(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored "
-                            f"copy of `{event_id}`; nothing was changed")
+        raise UpstreamError(Text(f"{note.removesuffix('; nothing was changed')}, and the bot has no stored copy of ",
+                                 Code(event_id), "; nothing was changed"))
     else:
-        raise NotFound(f"No event `{event_id}`: Stripe does not know it and the bot never received it.")
+        raise NotFound(Text("No event ", Code(event_id), ": Stripe does not know it and the bot never received it."))
     event = await prepare(stripe, event, policy)  # network calls before the unit of work's first statement
     stored = await ctx.session.get(StripeEvent, event_id)
     previous = stored.status if stored else None
@@ -73,11 +76,12 @@ async def replay_event(ctx: Context, args: dict) -> Reply:
     ctx.note(subject=event_id, detail=f"{result.status}: {result.detail}"[:400])
     kind = event.get("type")
     if result.status == "failed":
-        text = f":x: Replaying `{event_id}` ({kind}) failed: {result.detail}"
+        text = Text(Status("failed"), " Replaying ", Code(event_id), f" ({kind}) failed: ", clip(result.detail, 1500))
     elif result.changed:
-        text = f":white_check_mark: Replayed `{event_id}` ({kind}): {result.detail}"
+        text = Text(Status("ok"), " Replayed ", Code(event_id), f" ({kind}): ", clip(result.detail, 1500))
     else:
-        text = f"`{event_id}` ({kind}) was already applied; nothing changed ({result.detail})."
+        text = Text(Code(event_id), f" ({kind}) was already applied; nothing changed (",
+                    clip(result.detail, 1500), ").")
     lines = []
     if previous is None:
         lines.append("The bot had never received this event; it is stored now.")
@@ -127,11 +131,14 @@ async def _replay_rows(ctx: Context, rows: list[StripeEvent], what: str) -> Repl
     ctx.note(subject="stripe-events", detail=f"replayed {len(results)} {what}: {fixed} no longer failing")
     if not results:
         return Reply(f"No {what} to replay.", replace=True)
-    lines = [_result_line(r, row.type) for r, row in zip(results, rows)][:SHOW]
+    # the newest SHOW (the rows come oldest first), and where to look for the rest
+    lines = [_result_line(r, row.type) for r, row in list(zip(results, rows))[-SHOW:]]
+    footer = None
     if len(results) > SHOW:
-        lines.append(f"… and {len(results) - SHOW} more")
+        footer = Text(f"Showing the newest {SHOW} of {len(results)} replayed events — what still fails: ",
+                      Code("/revops replay failed"), "; one customer's events: ", Code("/revops customer <ref>"))
     return Reply(f"Replayed {len(results)} {what}: {fixed} now applied, {len(results) - fixed} still failing.",
-                 lines=lines, replace=True, private=False)
+                 lines=lines, footer=footer, replace=True, private=False)
 
 
 @commands.action("failed_confirm", role=Role.approver)
@@ -139,7 +146,7 @@ async def confirm_replay_failed(ctx: Context, value: str) -> Reply:
     try:
         since = timedelta(seconds=int(value))
     except ValueError:
-        raise UsageError("this button is malformed; run `/revops replay failed` again") from None
+        raise UsageError(Text("this button is malformed; run ", Code("/revops replay failed"), " again")) from None
     return await _replay_rows(ctx, await _failed_since(ctx, since), "failed events")
 
 

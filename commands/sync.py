@@ -9,6 +9,9 @@ from bot.errors import NotFound, UsageError
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
+from bot.text import Code, Text, clip
+
+SHOW = 30  # changed objects listed (a customer's sync may touch many)
 
 from ._billing import stripe_of
 
@@ -25,9 +28,9 @@ async def sync_from_stripe(ctx: Context, object_id: str) -> Reply:
         changes = await sync_subscription(ctx.session, stripe, object_id, ctx.now)
         kind = "subscription"
     else:
-        raise UsageError(f"expected a sub_… or cus_… id, got `{object_id[:40]}`")
+        raise UsageError(Text("expected a sub_… or cus_… id, got ", Code(object_id[:40])))
     if changes is None:
-        raise NotFound(f"Stripe has no {kind} `{object_id}`; the mirror was left as it was.")
+        raise NotFound(Text(f"Stripe has no {kind} ", Code(object_id), "; the mirror was left as it was."))
     return render_sync(object_id, changes, ctx)
 
 
@@ -36,11 +39,17 @@ def render_sync(object_id: str, changes: list[MirrorChange], ctx: Context) -> Re
     unchanged = len(changes) - len(changed)
     ctx.note(subject=object_id, detail=f"{len(changed)} changed, {unchanged} unchanged")
     if not changed:
-        text = f"`{object_id}`: the mirror already matched Stripe ({unchanged} objects checked)."
+        text = Text(Code(object_id), f": the mirror already matched Stripe ({unchanged} objects checked).")
     else:
-        text = f"Synced `{object_id}` from Stripe: {len(changed)} changed, {unchanged} unchanged."
-    lines = [c.sentence() for c in changed] + [c.sentence() for c in changes if not c.changed and c.changes]
-    return Reply(text, lines=lines)
+        text = Text("Synced ", Code(object_id), f" from Stripe: {len(changed)} changed, {unchanged} unchanged.")
+    # a sentence holds Stripe's data (a customer's name): plain text, bounded
+    sentences = [c.sentence() for c in changed] + [c.sentence() for c in changes if not c.changed and c.changes]
+    lines = [clip(sentence, 500) for sentence in sentences[:SHOW]]
+    footer = None
+    if len(sentences) > SHOW:
+        footer = Text(f"Showing {SHOW} of {len(sentences)} changed objects — one of them: ",
+                      Code("/revops sync <sub_…>"), " or ", Code("/revops customer <ref>"))
+    return Reply(text, lines=lines, footer=footer)
 
 
 @commands.command("sync <id>", summary="overwrite the local mirror from Stripe (sub_… or cus_…) and show what changed",

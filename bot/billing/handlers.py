@@ -147,7 +147,7 @@ async def _refund_notes(session, payment_id: str | None, at) -> list[str]:
         )).scalar_one_or_none()
         if purchase is not None:
             notes.append(f"this refunds a credit pack of {purchase.delta} credits on {purchase.account_id}: "
-                         "credits were not removed automatically (use `credits adjust` if they should be)")
+                         "credits were not removed automatically (use /revops credits adjust if they should be)")
     return notes
 
 
@@ -258,7 +258,7 @@ async def _buyer_account(session: AsyncSession, obj: dict[str, Any], at: datetim
         if account is not None:
             return account
         raise LookupError(f"guest checkout {obj.get('id')}: no account has the buyer's email {email}; "
-                          "link the account (or create it), then `replay` this event")
+                          "link the account (or create it), then /revops replay this event")
     raise LookupError(f"checkout {obj.get('id')}: no account to credit (no client_reference_id, metadata.user_id, "
                       "customer or buyer email)")
 

@@ -9,10 +9,14 @@ from datetime import timedelta
 
 from bot.errors import UpstreamError
 from bot.reply import Button, Reply
+from bot.text import Code, Em, Status, Text, clip
 
 from .reconcile import ReconcileReport, daily_report
 
 SHOW_IDS = 10
+SHOW_DAYS = 31  # every day of the longest window (`reconcile --days 30`)
+SHOW_UNCREDITED = 10
+NOTE_CHARS = 300
 
 
 def _ago(delta: timedelta) -> str:
@@ -32,35 +36,42 @@ def _ids(ids: list[str]) -> str:
 
 
 def reconcile_reply(report: ReconcileReport) -> Reply:
-    head = (f":white_check_mark: Stripe and the bot agree (last {report.days} d)." if report.in_step
-            else f":warning: Stripe and the bot differ (last {report.days} d).")
-    lines = [f"*Active subscriptions*: Stripe {len(report.stripe_active)}, mirror {len(report.local_active)}"]
+    head = (Text(Status("ok"), f" Stripe and the bot agree (last {report.days} d).") if report.in_step
+            else Text(Status("warning"), f" Stripe and the bot differ (last {report.days} d)."))
+    lines: list = [Text(Em("Active subscriptions"),
+                        f": Stripe {len(report.stripe_active)}, mirror {len(report.local_active)}")]
     if report.only_stripe:
         lines.append(f"  active in Stripe, not in the mirror: {_ids(report.only_stripe)}")
     if report.only_local:
         lines.append(f"  active in the mirror, not in Stripe: {_ids(report.only_local)}")
     if report.missed:
-        lines.append(f"*Missed events*: {len(report.missed)} that Stripe has and the bot never stored: "
-                     + _ids([f"{e['id']} ({e.get('type')})" for e in report.missed]))
+        lines.append(Text(Em("Missed events"), f": {len(report.missed)} that Stripe has and the bot never stored: ",
+                          _ids([f"{e['id']} ({e.get('type')})" for e in report.missed])))
     else:
-        lines.append("*Missed events*: none")
-    lines.append("*Events per day* (Stripe / bot):")
-    for day in sorted(set(report.stripe_per_day) | set(report.local_per_day)):
+        lines.append(Text(Em("Missed events"), ": none"))
+    lines.append(Text(Em("Events per day"), " (Stripe / bot):"))
+    days = sorted(set(report.stripe_per_day) | set(report.local_per_day))
+    for day in days[-SHOW_DAYS:]:
         s, b = report.stripe_per_day.get(day, 0), report.local_per_day.get(day, 0)
         lines.append(f"  {day}: {s} / {b}" + ("" if s == b else "  ← differs"))
+    if len(days) > SHOW_DAYS:
+        lines.append(f"  (the newest {SHOW_DAYS} of {len(days)} days)")
     if not report.stripe_per_day and not report.local_per_day:
         lines.append("  no events in the window")
     if report.newest_received is None:
-        lines.append("*Freshness*: :warning: stale — the bot has never received a Stripe event")
+        lines.append(Text(Em("Freshness"), ": ", Status("warning"), " stale — the bot has never received a Stripe event"))
     else:
         age = report.now - report.newest_received
-        state = ":warning: stale (no event for over 24 h)" if report.stale else "fresh"
-        lines.append(f"*Freshness*: newest event received {_ago(age)} ago — {state}")
+        state = Text(Status("warning"), " stale (no event for over 24 h)") if report.stale else "fresh"
+        lines.append(Text(Em("Freshness"), f": newest event received {_ago(age)} ago — ", state))
     if report.uncredited:
-        lines.append(f"*Checkouts not credited*: {len(report.uncredited)} paid, stored as failed (fix, then "
-                     "`replay` each):")
-        lines += [f"  {event_id}: {reason[:160]}" for event_id, reason in report.uncredited[:SHOW_IDS]]
-    lines += report.notes
+        lines.append(Text(Em("Checkouts not credited"), f": {len(report.uncredited)} paid, stored as failed (fix, then ",
+                          Code("replay"), " each):"))
+        lines += [Text(f"  {event_id}: ", clip(reason, 160)) for event_id, reason in report.uncredited[:SHOW_UNCREDITED]]
+        if len(report.uncredited) > SHOW_UNCREDITED:
+            lines.append(Text(f"  showing {SHOW_UNCREDITED} of {len(report.uncredited)} — all of them: ",
+                              Code("/revops replay failed"), " (they are stored as failed)"))
+    lines += [clip(note, NOTE_CHARS) for note in report.notes]
     buttons = []
     if report.missed:
         value = f"{int(report.since.timestamp())}:{int(report.until.timestamp())}"
@@ -75,8 +86,8 @@ async def daily_reconcile(services, days: int = 1) -> Reply:
     try:
         report = await daily_report(services, days)
     except UpstreamError as exc:
-        return Reply(f":warning: Daily reconcile could not run: {exc}.", private=False)
+        return Reply(Text(Status("warning"), f" Daily reconcile could not run: {exc}."), private=False)
     reply = reconcile_reply(report)
-    reply.text = "Daily reconcile — " + reply.text
+    reply.text = Text("Daily reconcile — ", reply.text)
     reply.private = False
     return reply

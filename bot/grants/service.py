@@ -25,6 +25,7 @@ from bot.billing.models import Account, LedgerEntry
 from bot.errors import NotFound, UsageError
 from bot.grammar import as_id
 from bot.settings import CreditsSection
+from bot.text import Code, Text
 
 from .models import GrantRequest
 
@@ -35,7 +36,7 @@ CONSOLE_CHANNEL = "C0CONSOLE"  # where a request made outside a channel is said 
 def parse_request_id(raw: str) -> int:
     request_id = as_id(raw)
     if request_id is None:
-        raise UsageError(f"a request is named by its number, such as #12; got `{raw[:40]}`")
+        raise UsageError(Text("a request is named by its number, such as #12; got ", Code(raw[:40])))
     return request_id
 
 
@@ -106,7 +107,8 @@ async def request_change(session: AsyncSession, credits: CreditsSection, *, kind
     then store the pending request, all under the account's row lock. Nothing moves yet."""
     account = await ledger.resolve_account(session, account_ref)
     if account is None:
-        raise UsageError(f"no account matches `{account_ref[:60]}` (give an email, a cus_… id or an account id)")
+        raise UsageError(Text("no account matches ", Code(account_ref[:60]),
+                              " (give an email, a cus_… id or an account id)"))
     await lock_account(session, account.id)
     reason = reason.strip()
     if not reason:
@@ -119,19 +121,19 @@ async def request_change(session: AsyncSession, credits: CreditsSection, *, kind
         mine = await pending_of(session, account.id, actor, now)
         if mine >= credits.max_pending_per_requester:
             raise UsageError(
-                f"you already have {mine} pending request{'s' if mine != 1 else ''} for `{account.id}` "
-                f"(at most {credits.max_pending_per_requester}); wait for a decision or cancel one")
+                Text(f"you already have {mine} pending request{'s' if mine != 1 else ''} for ", Code(account.id),
+                     f" (at most {credits.max_pending_per_requester}); wait for a decision or cancel one"))
     current = await ledger.balance(session, account.id)
     if current + amount < 0:
-        raise UsageError(f"that adjustment would take `{account.id}` below zero: the balance is {current} credits "
-                         f"and the change is {amount:+d}")
+        raise UsageError(Text("that adjustment would take ", Code(account.id),
+                              f" below zero: the balance is {current} credits and the change is {amount:+d}"))
     if amount > 0:
         granted, pending = await cap_used(session, account.id, now)
         if granted + pending + amount > credits.daily_cap:
             raise UsageError(
-                f"daily cap: `{account.id}` has {granted} credits granted and {pending} pending today; "
-                f"{amount} more would exceed the cap of {credits.daily_cap} (at most {max(0, credits.daily_cap - granted - pending)} more today)"
-            )
+                Text("daily cap: ", Code(account.id), f" has {granted} credits granted and {pending} pending today; "
+                     f"{amount} more would exceed the cap of {credits.daily_cap} "
+                     f"(at most {max(0, credits.daily_cap - granted - pending)} more today)"))
     req = GrantRequest(kind=kind, account_id=account.id, amount=amount, reason=reason, requester=actor,
                        channel=channel or CONSOLE_CHANNEL, status="pending", dry_run=dry_run,
                        created_at=now, expires_at=now + credits.approval_ttl)
@@ -211,10 +213,25 @@ async def cancel(session: AsyncSession, request_id: int, *, actor: str, now: dat
     return Decision(await _load(session, request_id), "cancelled")
 
 
-async def pending_requests(session: AsyncSession, now: datetime, limit: int = 25) -> list[GrantRequest]:
-    return list((await session.execute(
-        select(GrantRequest).where(GrantRequest.status == "pending", GrantRequest.expires_at > now)
-        .order_by(GrantRequest.id).limit(limit))).scalars().all())
+def _pending(now: datetime):
+    return (GrantRequest.status == "pending", GrantRequest.expires_at > now)
+
+
+async def pending_requests(session: AsyncSession, now: datetime, limit: int = 25,
+                           before: int | None = None) -> list[GrantRequest]:
+    """The newest `limit` live pending requests (below request #`before`, when given), oldest first."""
+    query = select(GrantRequest).where(*_pending(now))
+    if before is not None:
+        query = query.where(GrantRequest.id < before)
+    newest = list((await session.execute(query.order_by(GrantRequest.id.desc()).limit(limit))).scalars().all())
+    return newest[::-1]
+
+
+async def count_pending(session: AsyncSession, now: datetime, before: int | None = None) -> int:
+    query = select(func.count()).select_from(GrantRequest).where(*_pending(now))
+    if before is not None:
+        query = query.where(GrantRequest.id < before)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def expire_one(session: AsyncSession, req: GrantRequest, now: datetime) -> bool:

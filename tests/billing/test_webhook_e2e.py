@@ -52,7 +52,7 @@ def test_customer_view_shows_both_sides(stripe_bot):
         from tests.support.harness import flatten
 
         text = flatten(answer)
-        assert f"Customer {customer['id']} — Ada Lovelace <ada@example.com>" in text
+        assert f"Customer {customer['id']} — Ada Lovelace (ada@example.com)" in text
         assert "Stripe and the mirror agree" in text
         assert f"{sub['id']}: active, pro-monthly" in text and "| active, pro-monthly" in text
         assert "Credits (account acct_ada): 0" in text
@@ -80,7 +80,7 @@ def test_customer_view_lists_mismatches(stripe_bot):
 def test_unknown_customer_gets_the_usage_line(stripe_bot):
     text = stripe_bot.answer("customer nobody@example.com", user=VIEWER)
     assert "no customer matches nobody@example.com in Stripe or in the local mirror" in text
-    assert "Usage: /revops customer <ref>" in text
+    assert "Usage: /revops customer &lt;ref&gt;" in text  # Slack shows "<ref>"
 
 
 def test_sync_shows_the_diff_and_needs_a_responder(stripe_bot):

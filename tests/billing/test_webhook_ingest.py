@@ -195,4 +195,4 @@ def test_credits_command_shows_balance_and_entries(webhook_bot):
         assert "+20 purchase — credit pack bought (checkout cs_c2) (by stripe) → 120" in text
         assert "+100 purchase" in text
     text = webhook_bot.slash_text("credits nobody", user=VIEWER)
-    assert "no account matches nobody" in text and "Usage: /revops credits <account>" in text
+    assert "no account matches nobody" in text and "Usage: /revops credits &lt;account&gt;" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from bot.outbox import Deliverer
 from bot.services import Services
 from bot.worker import Worker
 from tests.support.harness import (ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, VIEWER, Bot, flatten,
-                                   make_settings)
+                                   make_settings, shown)
 
 CREDITS_TOML = """
 [credits]
@@ -243,7 +244,7 @@ async def test_bad_requests_are_refused_privately_and_post_nothing(gbot, fake_sl
     response = gbot.slash(text, user=APPROVER)
     assert response.json()["response_type"] == "ephemeral"
     answer = flatten(response.json())
-    assert message in answer
+    assert message in shown(answer)  # as a person reads it (the renderer escapes "<amount>")
     if "Usage" not in answer:
         assert "no grant request" in answer
     await gbot.drain()
@@ -339,9 +340,11 @@ async def test_a_grant_in_an_open_incidents_channel_lands_on_its_timeline(gbot):
     rid, _, _ = await request_posted(gbot, "grant acct_1 35 credits for the failed invoices")
     gbot.click_and_wait("revops:grants.approve", str(rid), user=APPROVER)
     timeline = gbot.slash_text("incident timeline", user=VIEWER)
-    assert "<@U0RESPONDER>  grant acct_1 35 credits for the failed invoices" in timeline
+    # (how the timeline shows who acted is the incidents family's: tests/incidents/test_timeline_capture.py)
+    assert re.search(r"U0RESPONDER\S*  grant acct_1 35 credits for the failed invoices", timeline), timeline
     assert f"Request #{rid} posted for approval" in timeline
-    assert "<@U0APPROVER>  clicked grants.approve" in timeline and f"Approved request #{rid}" in timeline
+    assert re.search(r"U0APPROVER\S*  clicked grants.approve", timeline), timeline
+    assert f"Approved request #{rid}" in timeline
 
 
 async def test_the_worker_runs_the_expiry_sweep(gbot, clock, fake_slack):
