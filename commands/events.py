@@ -8,12 +8,13 @@ from datetime import timedelta
 from bot.billing import trace as billing_trace
 from bot.billing.models import EVENT_STATUSES
 from bot.context import Context
-from bot.durations import format_duration
 from bot.errors import UsageError
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
 from bot.text import Code, Status, Text, clip
+
+from ._billing import window
 
 commands = CommandSet("events")
 
@@ -33,14 +34,14 @@ async def show_events(ctx: Context, args: dict) -> Reply:
     page = await billing_trace.webhook_log(ctx.session, status=status, event_type=args.get("type"),
                                            since=ctx.now - since, limit=limit)
     filters = ", ".join(part for part in (status, args.get("type") and f"type {args['type']}") if part)
-    head = f"Stripe events ({filters + ', ' if filters else ''}last {format_duration(since)}): "
+    head = f"Stripe events ({filters + ', ' if filters else ''}last {window(since)}): "
     head += f"{len(page.rows)} of {page.total}" if page.total > len(page.rows) else f"{page.total}"
     lines = [_line(row) for row in page.rows] or ["No events match."]
     more = None
     if page.total > len(page.rows):
-        more = Text("narrow it with ", Code("--status"), ", ", Code("--type"), " or ", Code("--since"),
-                    ", or raise ", Code("--limit"), " (up to 100)")
-    return Reply(head, lines=lines, more=more)
+        more = Text(f"{len(page.rows)} of {page.total}: narrow it with ", Code("--status"), ", ", Code("--type"),
+                    " or ", Code("--since"), ", or raise ", Code("--limit"), " (up to 100)")
+    return Reply(head, lines=lines, footer=more, more=more)
 
 
 def _line(row) -> Text:

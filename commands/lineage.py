@@ -7,18 +7,14 @@ from datetime import timedelta
 
 from bot.billing import lineage as billing_lineage
 from bot.context import Context
-from bot.durations import format_duration
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
 from bot.text import Code, Em, Status, Text, clip
 
+from ._billing import window
+
 commands = CommandSet("lineage")
-
-
-def window(since: timedelta) -> str:
-    hours = since.total_seconds() / 3600
-    return f"{hours:g} hours" if hours >= 1 and hours == int(hours) else format_duration(since)
 
 
 @commands.command("lineage [--since DURATION]",

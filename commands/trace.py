@@ -36,7 +36,8 @@ async def show_trace(ctx: Context, args: dict) -> Reply:
     footer = Text("Followed: ", ", ".join(others[:12])) if others else None
     more = None
     if total > len(entries):
-        more = Text("raise ", Code("--limit"), " (up to 100), or trace one of the ids above")
+        more = Text(f"{len(entries)} of {counted}: raise ", Code("--limit"), " (up to 100), or trace one of the ids")
+        footer = more if footer is None else Text(footer, " — ", more)
     return Reply(head, lines=lines, footer=footer, keep="end", more=more)
 
 

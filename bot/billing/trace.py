@@ -154,7 +154,11 @@ async def trace(session: AsyncSession, ref: str) -> Trace:
                                  + (f": {c.detail}" if c.detail else " holds"), "passed" if c.ok else "violated"))
 
     for model, describe in _MIRROR:
-        rows = (await session.execute(select(model).where(model.id.in_(ids)).limit(PER_SOURCE))).scalars().all()
+        # by its id; a customer's subscriptions, invoices and payments when the customer is followed
+        rows = (await session.execute(select(model).where(or_(model.id.in_(ids), *(
+            [model.customer_id.in_(ids)] if hasattr(model, "customer_id") else [])))
+                                      .order_by(model.updated_at.desc()).limit(PER_SOURCE))).scalars().all()
+        capped |= len(rows) == PER_SOURCE
         for row in rows:
             entries.append(Entry(row.updated_at, "mirror", row.id, describe(row)))
 
