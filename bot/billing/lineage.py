@@ -128,7 +128,7 @@ async def check_applied(session: AsyncSession, events: Iterable[dict[str, Any]],
             if await insert_ignore(session, LineagePost, dict(invariant=invariant.name, hour=hour,
                                                                event_id=str(event["id"])), ["invariant", "hour"]):
                 await post_automated(session, channel=policy.lineage_channel, at=now,
-                                     ref=f"lineage:{invariant.name}:{hour:%Y-%m-%dT%H}",
+                                     ref=f"lineage:{hour:%Y%m%dT%H}:{invariant.name[:60]}",
                                      reply=violation_post(invariant.name, str(event["id"]), str(event["type"]),
                                                           problem))
     return violations
