@@ -84,7 +84,8 @@ def violation(invariant, event: dict[str, Any]) -> str | None:
                 return None
         elif value is not _MISSING and str(value) == expected:
             return None
-        return f"{name} is {_shown(value)}, expected {expected!r}" + (
+        shown = f"{expected:g}" if isinstance(expected, float) else repr(expected)
+        return f"{name} is {_shown(value)}, expected {shown}" + (
             f" (± {invariant.tolerance:g})" if invariant.tolerance else "")
     number = _number(value)
     if rule == "between":
