@@ -135,8 +135,11 @@ async def trace(session: AsyncSession, ref: str) -> Trace:
     entries: list[Entry] = []
     capped = False
 
-    events = (await session.execute(select(StripeEvent).where(or_(
-        StripeEvent.id.in_(ids), StripeEvent.object_id.in_(ids), StripeEvent.customer_id.in_(ids)))
+    event_where = [StripeEvent.id.in_(ids), StripeEvent.object_id.in_(ids), StripeEvent.customer_id.in_(ids)]
+    connected = [i for i in ids if i.startswith("acct_")]
+    if connected:  # a connected account's events (the column is not indexed: only when asked)
+        event_where.append(StripeEvent.account.in_(connected))
+    events = (await session.execute(select(StripeEvent).where(or_(*event_where))
         .order_by(StripeEvent.received_at.desc()).limit(PER_SOURCE))).scalars().all()
     capped |= len(events) == PER_SOURCE
     for e in events:
