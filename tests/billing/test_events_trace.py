@@ -126,3 +126,15 @@ def test_audit_finds_an_account_by_id_customer_or_email(tbot):
         assert "No records match." not in text, ref
         assert "grants.approve" in text and "approved 15 credits" in text and "requested 15 credits" in text, ref
     assert "No records match." in tbot.slash_text("audit nobody@example.com", user=APPROVER)
+
+
+def test_trace_shows_incident_timeline_entries_and_a_failed_delivery(tbot):
+    failed = _post(tbot, event("invoice.payment_failed", shapes.invoice("in_tracefail", "cus_tracefail", None,
+                                                                        attempts=1), NOW + 1))
+    assert "Incident #" in tbot.slash_text("incident declare P2 checkout payments failing", user=RESPONDER)
+    assert "Added to the timeline" in tbot.slash_text(
+        "incident note customer called about in_tracefail, retry planned", user=RESPONDER)
+    text = tbot.slash_text("trace in_tracefail", user=VIEWER)
+    assert failed in text and "invoice.payment_failed" in text
+    assert "timeline" in text and "customer called about in_tracefail, retry planned" in text
+    assert text.index(failed) < text.index("customer called about in_tracefail")

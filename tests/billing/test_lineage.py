@@ -11,7 +11,8 @@ import pytest
 
 from bot.billing.models import LineageCheck
 from bot.errors import SettingsError
-from bot.settings import example_config_path, load_file_config
+from bot.billing.lineage import violation
+from bot.settings import Invariant, example_config_path, load_file_config
 from bot.models import OutgoingMessage
 
 from tests.support.harness import ADMIN, CHANNEL, VIEWER, Bot, flatten, make_settings
@@ -179,3 +180,23 @@ def test_the_example_configuration_carries_the_b2b_runbook_invariants():
     from_example = {i.name: i for i in load_file_config(example_config_path()).invariants}
     assert from_example["provider fee"].field == "metadata.provider_fee_pct" and from_example["provider fee"].equals == 3
     assert from_example["ai markup"].field == "metadata.ai_markup_factor" and from_example["ai markup"].equals == 4.0
+
+
+@pytest.mark.parametrize("rule,obj,holds", [
+    ({"present": True}, {"metadata": {"revenue_event_id": "rev_1"}}, True),
+    ({"present": True}, {"metadata": {"revenue_event_id": ""}}, False),
+    ({"present": True}, {"metadata": {}}, False),
+    ({"present": False}, {"metadata": {}}, True),
+    ({"equals": True}, {"metadata": {"revenue_event_id": "true"}}, True),
+    ({"equals": "rev_1"}, {"metadata": {"revenue_event_id": "rev_1"}}, True),
+    ({"equals": "rev_1"}, {"metadata": {"revenue_event_id": "rev_2"}}, False),
+    ({"between": [1, 5], "tolerance": 0.5}, {"metadata": {"revenue_event_id": "5.4"}}, True),
+    ({"between": [1, 5]}, {"metadata": {"revenue_event_id": "5.4"}}, False),
+    ({"between": [1, 5]}, {"metadata": {"revenue_event_id": "nan"}}, False),
+    ({"ratio_of": "metadata.cost", "factor": 4}, {"metadata": {"revenue_event_id": 8, "cost": 2}}, True),
+    ({"ratio_of": "metadata.cost", "factor": 4}, {"metadata": {"revenue_event_id": 8}}, False),
+])
+def test_each_rule(rule, obj, holds):
+    invariant = Invariant(name="r", events=["x"], field="metadata.revenue_event_id", **rule)
+    found = violation(invariant, {"type": "x", "data": {"object": obj}})
+    assert (found is None) == holds, found
