@@ -114,12 +114,16 @@ async def verify(session: AsyncSession, batch: int = 1000) -> ChainCheck:
 
 
 async def search(session: AsyncSession, *, actor: str | None = None, subject: str | None = None,
-                 since: datetime | None = None, limit: int = 20) -> list[AuditRecord]:
+                 since: datetime | None = None, limit: int = 20,
+                 subjects: set[str] | None = None) -> list[AuditRecord]:
+    """Newest first; `subjects`: any of these names (an account's id, cus_… and email)."""
     query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
     if actor:
         query = query.where(AuditRecord.actor == actor)
     if subject:
         query = query.where(AuditRecord.subject == subject)
+    if subjects:
+        query = query.where(AuditRecord.subject.in_(sorted(subjects)))
     if since:
         query = query.where(AuditRecord.at >= since)
     return list((await session.execute(query)).scalars().all())

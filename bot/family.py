@@ -62,6 +62,9 @@ class Family:
     cli: tuple[CliCommand, ...] = ()
     # Hooks called when Slack refuses a post for good (bot/outbox.py FailureHook).
     delivery_failed: tuple[Callable[..., Awaitable[str | None]], ...] = ()
+    # `async (session, ref) -> set[str]`: every name of what `ref` names (an account's id, cus_…,
+    # email), for the core's commands that filter by a subject (`audit <account>`).
+    aliases: tuple[Callable[..., Awaitable[set[str]]], ...] = ()
 
 
 class Families:
@@ -124,6 +127,7 @@ class Families:
             scheduler=Scheduler(self.job_kinds),
             template_samples=self.template_samples,
             delivery_failed=[hook for family in self.families for hook in family.delivery_failed],
+            aliases=[hook for family in self.families for hook in family.aliases],
         )
         for family in self.families:
             if family.setup is not None:

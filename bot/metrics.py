@@ -14,6 +14,10 @@ ACK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
 )
 POSTS = Counter("revops_posts", "Messages delivered to Slack, by outcome", ["outcome"], registry=REGISTRY)
+LINEAGE_CHECKS = Counter(
+    "revops_lineage_checks", "Finance lineage invariant checks of applied Stripe events, by invariant and outcome",
+    ["invariant", "outcome"], registry=REGISTRY,
+)
 
 
 def render() -> bytes:

@@ -51,3 +51,12 @@ class Services:
     # Called by the outbox, in its transaction, when Slack refuses a post for good (the families'
     # `delivery_failed` hooks: the incident timeline, the grants' note to the requester).
     delivery_failed: list[Callable[..., Awaitable[Any]]] = field(default_factory=list)
+    # The families' `aliases` providers: every name of the subject a reference names.
+    aliases: list[Callable[..., Awaitable[set[str]]]] = field(default_factory=list)
+
+    async def names_of(self, session, ref: str) -> set[str]:
+        """`ref` and every other name the families know for it (e.g. an account's cus_… and email)."""
+        names = {ref}
+        for provider in self.aliases:
+            names |= await provider(session, ref)
+        return names

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from stripe import api_version as STRIPE_SDK_API_VERSION
 
@@ -181,6 +181,52 @@ class AlertsSection(_Section):
     dedupe_window: Delay = timedelta(minutes=10)
 
 
+class Invariant(_Section):
+    """A finance lineage invariant (`[[invariants]]`): checked on every applied Stripe event of
+    its types. `field` is a dotted path into the event's object (`metadata.provider_fee_pct`),
+    or into the event itself when it starts with `data.` (`data.object.amount_total`); exactly
+    one rule: `equals`, `between = [low, high]`, `present = true`, or `ratio_of` another path
+    with a `factor` (markup = factor × cost); `tolerance` is the allowed absolute difference."""
+
+    name: str = Field(min_length=1, max_length=100)
+    events: list[str] = Field(min_length=1)
+    field: str = Field(min_length=1, max_length=200)
+    equals: float | str | bool | None = None
+    between: tuple[float, float] | None = None
+    present: bool | None = None
+    ratio_of: str | None = None
+    factor: float | None = None
+    tolerance: float = Field(default=0, ge=0)
+
+    @field_validator("field", "ratio_of")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not all(part.strip() for part in value.split(".")):
+            raise ValueError(f"expected a dotted path such as metadata.provider_fee_pct, got {value[:60]!r}")
+        return value
+
+    @field_validator("between")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError("expected [low, high] with low <= high")
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "Invariant":
+        rules = [name for name in ("equals", "between", "present", "ratio_of") if getattr(self, name) is not None]
+        if len(rules) != 1:
+            raise ValueError(f"invariant {self.name!r}: expected exactly one rule of equals, between, present, "
+                             f"ratio_of (found {', '.join(rules) or 'none'})")
+        if (self.ratio_of is None) != (self.factor is None):
+            raise ValueError(f"invariant {self.name!r}: ratio_of and factor go together")
+        return self
+
+    @property
+    def rule(self) -> str:
+        return next(name for name in ("equals", "between", "present", "ratio_of") if getattr(self, name) is not None)
+
+
 class ServiceCheck(_Section):
     name: str
     env: str = "production"
@@ -204,6 +250,16 @@ class FileConfig(_Section):
     health: HealthSection = HealthSection()
     alerts: AlertsSection = AlertsSection()
     services: list[ServiceCheck] = []
+    invariants: list[Invariant] = []  # finance lineage (bot/billing/lineage.py)
+
+    @field_validator("invariants")
+    @classmethod
+    def _unique_names(cls, value: list[Invariant]) -> list[Invariant]:
+        names = [invariant.name for invariant in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"invariant names must differ: {', '.join(twice)} appears twice")
+        return value
 
     @field_validator("severity")
     @classmethod

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.billing.models import LedgerEntry
 from bot.billing.stripe_client import StripeClient
 from bot.context import Context
+from bot.durations import format_duration
 from bot.errors import UpstreamError
 from bot.text import Text, User, clip
 
@@ -38,3 +39,9 @@ def money(amount: int | None, currency: str | None) -> str:
     if amount is None:
         return "—"
     return f"{amount / 100:,.2f} {(currency or '').upper()}".strip()
+
+
+def window(since: timedelta) -> str:
+    """A `--since` window in words: "24 hours", "90m"."""
+    hours = since.total_seconds() / 3600
+    return f"{hours:g} hours" if hours >= 1 and hours == int(hours) else format_duration(since)

@@ -29,7 +29,9 @@ async def show_audit(ctx: Context, args: dict) -> Reply:
             actor = match.group(1) or match.group(2)
         else:
             subject = target
-    records = await audit_log.search(ctx.session, actor=actor, subject=subject, since=ctx.now - since, limit=limit)
+    # An account by any of its names (id, cus_…, email): the families' aliases providers know them.
+    names = await ctx.services.names_of(ctx.session, subject) if subject else None
+    records = await audit_log.search(ctx.session, actor=actor, subjects=names, since=ctx.now - since, limit=limit)
     check = await audit_log.verify(ctx.session)
     head = f"Audit log ({'@' + actor if actor else subject or 'everything'}, last {int(since.total_seconds() // 3600) or 1}h)"
     lines = [

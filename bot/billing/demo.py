@@ -7,6 +7,7 @@ from datetime import timedelta
 from . import ledger
 from .mirror import upsert_customer, upsert_invoice, upsert_subscription
 from .events import store_and_apply
+from .policy import EventPolicy
 
 
 async def seed_billing(services) -> None:
@@ -50,8 +51,21 @@ async def seed_billing(services) -> None:
                                 "metadata": {"credits": "ten"}}},
         }], source="webhook", now=now)
 
+        # A paid credit pack whose provider fee breaks the example's `provider fee` invariant
+        # (finance lineage): stored, counted and posted to the incident channel.
+        await store_and_apply(session, [{
+            "id": "evt_DEMOfeewrong", "type": "checkout.session.completed", "created": version + 60,
+            "livemode": False,
+            "data": {"object": {"id": "cs_DEMOfee", "customer": ada["id"], "client_reference_id": "acct_ada",
+                                "payment_status": "paid", "mode": "payment", "payment_intent": "pi_DEMOfee",
+                                "metadata": {"credits": "20", "provider_fee_pct": "5", "ai_markup_factor": "4.0"}}},
+        }], source="webhook", now=now, policy=EventPolicy.from_settings(services.settings))
+
 
 BILLING_TOUR: list[tuple[str, str]] = [
     ("U0VIEWER", "/revops credits acct_ada"),
     ("U0VIEWER", "/revops customer ada@example.com"),  # no Stripe key in the demo: the mirror alone
+    ("U0VIEWER", "/revops events --status failed"),
+    ("U0VIEWER", "/revops lineage"),  # the provider fee invariant violated by evt_DEMOfeewrong
+    ("U0VIEWER", "/revops trace evt_DEMOfeewrong"),
 ]

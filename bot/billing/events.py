@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.groupcommit import database_down
 
-from . import fetch, handlers, mirror, payments
+from . import fetch, handlers, lineage, mirror, payments
 from .handlers import Applied
 from .intake import REVOPS, created_time, plausible, safe_id
 from .models import StripeEvent
@@ -119,6 +119,9 @@ async def store_and_apply(session: AsyncSession, events: list[dict[str, Any]], *
         await session.execute(_record_statement(again=False), fresh)
     if stored:
         await session.execute(_record_statement(again=True), stored)
+    if policy.invariants:  # finance lineage: every applied event checked, in this transaction
+        await lineage.check_applied(session, [event for event in to_apply if outcomes[event["id"]].status == "processed"],
+                                    now=now, policy=policy)
     results, answered = [], set()
     for event in events:
         outcome = outcomes.get(event["id"]) if event["id"] not in answered else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from commands import credits, customer, reconcile, replay, sync
+from commands import credits, customer, events, lineage, reconcile, replay, sync, trace
 
 from ..family import Family
 from ..services import Services
 from .demo import BILLING_TOUR, seed_billing
 from .routes import router
 from .stripe_client import StripeClient
+from .trace import aliases
 
 
 def attach_stripe(services: Services) -> None:
@@ -18,9 +19,11 @@ def attach_stripe(services: Services) -> None:
 
 family = Family(
     "billing",
-    commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands),
+    commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands,
+              events.commands, trace.commands, lineage.commands),
     routes=(router,),  # POST /webhooks/stripe
     seeders=(seed_billing,),
     tour=tuple(BILLING_TOUR),
     setup=attach_stripe,
+    aliases=(aliases,),  # `audit <account>` by its id, cus_… or email
 )

@@ -145,3 +145,27 @@ class LedgerEntry(Base):
     ref: Mapped[str | None] = mapped_column(String(255), index=True)  # e.g. the payment intent of a purchase
     balance_after: Mapped[int] = mapped_column(BigId)
     at: Mapped[datetime]
+
+
+class LineageCheck(Base):
+    """One `[[invariants]]` check of one applied event (bot/billing/lineage.py): passed, or
+    violated with what was found. Keyed by (event, invariant): a replay checks nothing twice."""
+
+    __tablename__ = "lineage_checks"
+    __table_args__ = (Index("ix_lineage_checks_invariant_at", "invariant", "at"),)
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    invariant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)  # what was found, for a violation
+    at: Mapped[datetime]
+
+
+class LineagePost(Base):
+    """The hour an invariant's violation was posted to the incident channel: once per invariant and hour."""
+
+    __tablename__ = "lineage_posts"
+
+    invariant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255))

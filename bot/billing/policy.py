@@ -63,13 +63,16 @@ class EventPolicy:
     livemode: bool | None = None  # the key's mode; None: not known, every event's mode is taken
     accounts: frozenset[str] = frozenset()
     packs: Mapping[str, int] = field(default_factory=dict, hash=False)  # [credits.packs]
+    invariants: tuple = field(default=(), hash=False)  # [[invariants]] (lineage.py)
+    lineage_channel: str | None = None  # where a violation is posted: [slack] incident_channel
 
     @classmethod
     def from_settings(cls, settings) -> "EventPolicy":
         key = settings.env.stripe_secret_key
         return cls(api_version=settings.env.stripe_api_version,
                    livemode=key_livemode(key.get_secret_value() if key is not None else None),
-                   accounts=frozenset(settings.cfg.stripe.accounts), packs=dict(settings.cfg.credits.packs))
+                   accounts=frozenset(settings.cfg.stripe.accounts), packs=dict(settings.cfg.credits.packs),
+                   invariants=tuple(settings.cfg.invariants), lineage_channel=settings.cfg.slack.incident_channel)
 
     def refusal(self, event: dict[str, Any]) -> str | None:
         """Why the mirror does not take this event (stored as ignored with this reason), or None."""
