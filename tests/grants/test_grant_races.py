@@ -77,7 +77,7 @@ async def _pending_per_person(bot) -> list:
 def _ask_all(bot, jobs: list[tuple[str, str]]) -> list[str]:
     """Every (user, text) at once, from as many threads: the acknowledgements' texts, in order."""
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        return list(pool.map(lambda job: bot.slash_text(job[1], user=job[0]), jobs))
+        return list(pool.map(lambda job: bot.answer_text(job[1], user=job[0]), jobs))
 
 
 def test_forty_concurrent_requests_never_pass_the_daily_cap(start):
@@ -109,7 +109,7 @@ def test_requests_racing_approvals_never_pass_the_cap_nor_the_per_requester_limi
     jobs = [(REQUESTERS[i % len(REQUESTERS)], f"grant acct_1 150 second wave {i}") for i in range(40)]
     with ThreadPoolExecutor(max_workers=44) as pool:
         clicks = [pool.submit(approve, (rid, APPROVER if i else APPROVER2)) for i, rid in enumerate(first)]
-        asks = [pool.submit(bot.slash_text, text, user=user) for user, text in jobs]
+        asks = [pool.submit(bot.answer_text, text, user=user) for user, text in jobs]
         answers = [f.result() for f in asks]
         urls = [f.result() for f in clicks]
     decided = [flatten(bot.wait_response(url, timeout=30)) for url in urls]

@@ -106,6 +106,15 @@ class Bot:
         body = slash_body(text, user=user, channel=channel, response_url=response_url or self.response_url())
         return self.post_signed(body, **kw)
 
+    def answer_text(self, text: str, **kw) -> str:
+        """The answer, flattened: the acknowledgement's, or — when the bot acknowledged with
+        "Working on it…" (a loaded machine can take past the ack budget) — the response_url's."""
+        url = self.response_url()
+        response = self.slash(text, response_url=url, **kw)
+        assert response.status_code == 200, response.text
+        answer = flatten(response.json())
+        return flatten(self.wait_response(url)) if "Working on it" in answer else answer
+
     def slash_text(self, text: str, **kw) -> str:
         """The acknowledgement's text and blocks, flattened (fails on a non-200)."""
         response = self.slash(text, **kw)
