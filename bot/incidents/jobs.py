@@ -14,6 +14,7 @@ from ..outbox import post_automated
 from ..reply import Reply
 from ..scheduler import DONE, JobKind, JobRun
 from ..templating import render_reply
+from ..text import Link, Text
 from . import service
 from .models import Alert, Incident
 from .views import dur, incident_view, timeline_view
@@ -61,11 +62,14 @@ async def _cadence_update(run: JobRun, template: str, kind: str, **extra) -> str
     if incident is None:
         return DONE
     view = incident_view(incident, run.settings, run.now)
+    link = service.page_link(run.settings, incident.id, run.now)
     reply = render_reply(
         run.settings, template, incident=view, sequence=run.job.runs + 1, catch_up=run.missed,
         latest_update=await service.latest_update(run.session, incident.id),
-        link=service.page_link(run.settings, incident.id, run.now), now=view["declared_at"], **extra,
+        link=link, now=view["declared_at"], **extra,
     )
+    if link:  # where the whole story is, should the renderer have to shorten the post
+        reply.more = Text(Link(link, "incident page"))
     await auto_post(run, incident=incident, channel=incident.channel, reply=reply, kind=kind,
                     data={"sequence": run.job.runs + 1, "catch_up": run.missed})
     return None
