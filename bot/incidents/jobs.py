@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from ..billing.views import daily_reconcile as reconcile_last_day
 from ..outbox import post_automated
+from ..render_text import plain_text
 from ..reply import Reply
 from ..scheduler import DONE, JobKind, JobRun
 from ..templating import render_reply
@@ -40,7 +41,7 @@ async def auto_post(run: JobRun, *, incident: Incident | None, channel: str | No
         if msg is None:
             text = f"Did not post the {what}: no channel to post to"
         elif held:
-            text = f"Panic mode: held the {what} (not posted). It would have said: {reply.text}"
+            text = f"Panic mode: held the {what} (not posted). It would have said: {plain_text(reply.text)}"
         else:
             text = f"Auto-posted the {what}" + (f" ({run.missed} missed slot(s) caught up)" if run.missed else "")
         await service.write_entry(run.session, incident.id, at=run.now, kind="held" if held else "auto_post",
