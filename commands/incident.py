@@ -339,7 +339,7 @@ async def timeline(ctx: Context, args: dict) -> Reply:
     if total > len(shown):
         footer = Text(f"Showing the newest {len(shown)} of {total} entries — full list: ", more)
     elif any(len(e.text) > ENTRY_CHARS for e in shown):
-        footer = Text("Long entries are shortened here; whole on the ", more)
+        footer = Text("Long entries are shortened here; whole on the page: ", more)
     return Reply(Text(f"Timeline of incident #{incident.id} ({incident.severity}, {incident.stage}) — "
                       f"{total} entries"), lines=lines or ["(nothing recorded)"], footer=footer, keep="end", more=more)
 
@@ -356,12 +356,14 @@ async def _report_reply(ctx: Context, incident: Incident) -> Reply:
     entries = await service.timeline_of(ctx.session, incident.id)
     link = service.page_link(ctx.settings, incident.id, ctx.now)
     parts = service.report_parts(entries)
-    return render_reply(ctx.settings, "report.md", incident=_view(ctx, incident),
-                        timeline=timeline_view(entries[-REPORT_ENTRIES:]), timeline_total=len(entries),
-                        link=link, now=fmt_time(ctx.now),
-                        lessons=parts["lessons"][:REPORT_ITEMS], lessons_total=len(parts["lessons"]),
-                        actions=parts["actions"][:REPORT_ITEMS], actions_total=len(parts["actions"]),
-                        notes=parts["notes"])
+    reply = render_reply(ctx.settings, "report.md", incident=_view(ctx, incident),
+                         timeline=timeline_view(entries[-REPORT_ENTRIES:]), timeline_total=len(entries),
+                         link=link, now=fmt_time(ctx.now),
+                         lessons=parts["lessons"][:REPORT_ITEMS], lessons_total=len(parts["lessons"]),
+                         actions=parts["actions"][:REPORT_ITEMS], actions_total=len(parts["actions"]),
+                         notes=parts["notes"])
+    reply.more = _page_more(ctx, incident)  # should the renderer still have to shorten it (an operator's template)
+    return reply
 
 
 @commands.command("incident report [#ID]", summary="the post-incident report (posted in the channel, with the page link)",
