@@ -16,7 +16,7 @@ from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import Conflict, NotFound, UsageError
 from bot.grammar import as_id
-from bot.incidents import service
+from bot.incidents import links, service
 from bot.incidents.impact import Impact, parse_figures
 from bot.incidents.models import Alert, Incident
 from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
@@ -25,12 +25,19 @@ from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
 from bot.templating import render_reply
+from bot.text import Channel, Code, Link, Text, User, clip, join
 
 commands = CommandSet("incident")
 
 FIGURES = "[baseline=NUM] [current=NUM] [traffic=NUM] [aov=NUM]"
 STATS_WINDOW = timedelta(days=30)
-TIMELINE_LIMIT = 40
+TIMELINE_LIMIT = 25  # newest entries `incident timeline` shows in Slack (the page shows them all)
+ENTRY_CHARS = 300  # of one timeline entry's text in Slack
+UPDATE_CHARS = 500  # of user text (latest update, root cause) in a reply
+LIST_SUMMARY_CHARS = 150
+LIST_LIMIT = 30
+REPORT_ENTRIES = 15  # newest timeline entries in the report posted to Slack
+REPORT_ITEMS = 8  # lessons and action items each (the page has them all)
 
 
 def _entry(ctx: Context, incident: Incident, kind: str, line: str, **data) -> None:
@@ -61,9 +68,10 @@ async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lo
                 raise
             return last  # reading: the channel's most recent incident, resolved or not
         if last is not None and last.status == "resolved":
-            raise Conflict(f"There is no open incident in this channel: #{last.id} was already resolved at "
-                           f"{last.resolved_at:%Y-%m-%d %H:%M} UTC by <@{last.resolved_by}>, so there is nothing "
-                           f"to {doing}. Declare a new one with `/revops incident declare …`.") from None
+            raise Conflict(Text(f"There is no open incident in this channel: #{last.id} was already resolved at "
+                                f"{last.resolved_at:%Y-%m-%d %H:%M} UTC by ", User(last.resolved_by),
+                                f", so there is nothing to {doing}. Declare a new one with ",
+                                Code("/revops incident declare …"), ".")) from None
         raise
 
 
@@ -76,12 +84,12 @@ def _in_words(handler):
             return await handler(ctx, args)
         except service.AlreadyResolved as exc:
             i = exc.incident
-            raise Conflict(f"Incident #{i.id} was already resolved at {i.resolved_at:%Y-%m-%d %H:%M} UTC "
-                           f"by <@{i.resolved_by}>; it cannot be {exc.what}.") from None
+            raise Conflict(Text(f"Incident #{i.id} was already resolved at {i.resolved_at:%Y-%m-%d %H:%M} UTC "
+                                "by ", User(i.resolved_by), f"; it cannot be {exc.what}.")) from None
         except service.AlreadyAcknowledged as exc:
             i = exc.incident
-            raise Conflict(f"Incident #{i.id} was already acknowledged by <@{i.commander}> at "
-                           f"{i.acknowledged_at:%H:%M} UTC; they are the incident commander.") from None
+            raise Conflict(Text(f"Incident #{i.id} was already acknowledged by ", User(i.commander),
+                                f" at {i.acknowledged_at:%H:%M} UTC; they are the incident commander.")) from None
 
     return run
 
@@ -131,9 +139,10 @@ async def declare(ctx: Context, args: dict) -> Reply:
     ctx.post(channel, initial, ref=f"incident:{incident.id}:initial")
     ctx.note(subject=f"incident:{incident.id}", detail=f"declared {severity} {incident.stage}")
     ack_hint = "" if severity == "P3" and not ctx.settings.cfg.escalation else \
-        f" Acknowledge within {format_duration(ctx.settings.cfg.severity[severity].ack)} with `/revops incident ack`."
-    return Reply(f"Incident #{incident.id} declared ({severity}, {incident.stage}); the initial communication "
-                 f"is posted in <#{channel}>.{ack_hint}")
+        Text(f" Acknowledge within {format_duration(ctx.settings.cfg.severity[severity].ack)} with ",
+             Code("/revops incident ack"), ".")
+    return Reply(Text(f"Incident #{incident.id} declared ({severity}, {incident.stage}); the initial communication "
+                      "is posted in ", Channel(channel), ".", ack_hint))
 
 
 # --- drive ------------------------------------------------------------------------------------------------
@@ -146,14 +155,14 @@ async def ack(ctx: Context, args: dict) -> Reply:
     incident = await _target(ctx, _ref_arg(args), doing="acknowledge", lock=True)
     await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
     elapsed = format_duration(ctx.now - incident.detected_at)
-    _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander <@{ctx.actor}>")
+    _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander")
     _announce(ctx, incident, "ack")
     ctx.note(subject=f"incident:{incident.id}", detail="acknowledged")
     return Reply(f"You are the incident commander of #{incident.id} (acknowledged after {elapsed}).")
 
 
 @commands.command(f"incident update <text...> {FIGURES}",
-                  summary="post a status update (`#ID` first to address another incident; impact figures optional)",
+                  summary="post a status update (#ID first to address another incident; impact figures optional)",
                   role=Role.responder, mutating=True)
 @_in_words
 async def update(ctx: Context, args: dict) -> Reply:
@@ -174,7 +183,7 @@ async def update(ctx: Context, args: dict) -> Reply:
 
 
 @commands.command("incident note <text...>",
-                  summary="add a note to the timeline (start with `lesson:` for the report's lessons learned)",
+                  summary="add a note to the timeline (start with \"lesson:\" for the report's lessons learned)",
                   role=Role.responder, mutating=True)
 async def note(ctx: Context, args: dict) -> Reply:
     ref, text = service.split_ref(args.get("text"))
@@ -232,14 +241,15 @@ async def mitigated(ctx: Context, args: dict) -> Reply:
         raise Conflict(f"Incident #{incident.id} was already marked mitigated at {incident.mitigated_at:%H:%M} UTC.")
     if incident.acknowledged_at is None:
         await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
-        _entry(ctx, incident, "ack", f"Acknowledged (by mitigating); incident commander <@{ctx.actor}>")
+        _entry(ctx, incident, "ack", "Acknowledged (by mitigating); incident commander")
     incident.status = "mitigated"
     incident.mitigated_at = ctx.now
     incident.last_human_update_at = ctx.now
     _entry(ctx, incident, "mitigated", "Mitigated" + (f": {text}" if text else ""), text=text or None)
     _announce(ctx, incident, "mitigated", text=text or None)
     ctx.note(subject=f"incident:{incident.id}", detail="mitigated")
-    return Reply(f"Incident #{incident.id} marked mitigated. Resolve it with `/revops incident resolve <root cause>`.")
+    return Reply(Text(f"Incident #{incident.id} marked mitigated. Resolve it with ",
+                      Code("/revops incident resolve <root cause>"), "."))
 
 
 @commands.command("incident resolve <root_cause...>", summary="resolve with the root cause; posts the report link",
@@ -256,9 +266,9 @@ async def resolve(ctx: Context, args: dict) -> Reply:
     link = service.page_link(ctx.settings, incident.id, ctx.now)
     _announce(ctx, incident, "resolved", link=link)
     ctx.note(subject=f"incident:{incident.id}", detail=f"resolved after {duration}")
-    return Reply(f"Incident #{incident.id} resolved after {duration}. `/revops incident report #{incident.id}` "
-                 f"shows the post-incident report; add lessons and action items with `incident note lesson: …` "
-                 f"and `incident action …`.")
+    return Reply(Text(f"Incident #{incident.id} resolved after {duration}. ", Code(f"/revops incident report #{incident.id}"),
+                      " shows the post-incident report; add lessons and action items with ",
+                      Code("incident note lesson: …"), " and ", Code("incident action …"), "."))
 
 
 # --- read -------------------------------------------------------------------------------------------------
@@ -296,8 +306,8 @@ async def status(ctx: Context, args: dict) -> Reply:
     fields = [
         ("Severity", incident.severity),
         ("Status", incident.status),
-        ("Commander", f"<@{incident.commander}>" if incident.commander else "nobody yet"),
-        ("Declared", f"{view['declared_at']} by <@{incident.declared_by}>"),
+        ("Commander", Text(User(incident.commander)) if incident.commander else "nobody yet"),
+        ("Declared", Text(f"{view['declared_at']} by ", User(incident.declared_by))),
         ("Acknowledge", _clock_text(view["ack"], "acknowledged")),
         ("Resolve", _clock_text(view["resolve"], "resolved")),
     ]
@@ -309,33 +319,51 @@ async def status(ctx: Context, args: dict) -> Reply:
     if incident.status != "resolved":
         fields.append(("Next automated posts", await _next_posts(ctx, incident)))
     else:
-        fields.append(("Root cause", incident.root_cause or "—"))
+        fields.append(("Root cause", clip(incident.root_cause or "—", UPDATE_CHARS)))
     last = (service.row_latest_update(incident) if hasattr(incident, "latest_update_text")
             else await service.latest_update(ctx.session, incident.id))  # the resolved fallback is an ORM object
-    lines = [f"Latest update: {last}"] if last else []
-    return Reply(f"Incident #{incident.id} [{incident.severity}] {incident.stage}: {incident.summary} — "
-                 f"{incident.status}, {view['duration']}", lines=lines, fields=fields)
+    lines = [Text("Latest update: ", clip(last, UPDATE_CHARS))] if last else []
+    return Reply(Text(f"Incident #{incident.id} [{incident.severity}] {incident.stage}: ", clip(incident.summary, 500),
+                      f" — {incident.status}, {view['duration']}"), lines=lines, fields=fields)
 
 
 @commands.command("incident timeline [#ID]", summary="everything that happened, with who and when", role=Role.viewer)
 async def timeline(ctx: Context, args: dict) -> Reply:
     incident = await _target(ctx, _ref_arg(args))
-    entries = await service.timeline_of(ctx.session, incident.id)
-    shown = entries[-TIMELINE_LIMIT:]
-    lines = [f"{e['at']}  <@{e['actor']}>  {e['text']}" if e["actor"] != service.BOT
-             else f"{e['at']}  revops  {e['text']}" for e in timeline_view(shown)]
+    total = await service.timeline_count(ctx.session, incident.id)
+    shown = await service.timeline_of(ctx.session, incident.id, limit=TIMELINE_LIMIT)
+    lines = [Text(f"{e['at']}  ", User(e["actor"], ping=False) if e["actor"] != service.BOT else "revops", "  ",
+                  clip(e["text"], ENTRY_CHARS)) for e in timeline_view(shown)]
+    more = _page_more(ctx, incident)
     footer = None
-    if len(entries) > len(shown):
-        footer = f"Showing the last {len(shown)} of {len(entries)} entries; the incident page has them all."
-    return Reply(f"Timeline of incident #{incident.id} ({incident.severity}, {incident.stage}) — "
-                 f"{len(entries)} entries", lines=lines or ["(nothing recorded)"], footer=footer)
+    if total > len(shown):
+        footer = Text(f"Showing the newest {len(shown)} of {total} entries — full list: ", more)
+    elif any(len(e.text) > ENTRY_CHARS for e in shown):
+        footer = Text("Long entries are shortened here; whole on the page: ", more)
+    return Reply(Text(f"Timeline of incident #{incident.id} ({incident.severity}, {incident.stage}) — "
+                      f"{total} entries"), lines=lines or ["(nothing recorded)"], footer=footer, keep="end", more=more)
+
+
+def _page_more(ctx: Context, incident: Incident) -> Text:
+    """Where the whole timeline is: the incident page's link, or the command that gives it."""
+    url = service.page_link(ctx.settings, incident.id, ctx.now)
+    if url:
+        return Text(Link(url, "incident page"))
+    return Text("the incident page (", Code(f"/revops incident link #{incident.id}"), ")")
 
 
 async def _report_reply(ctx: Context, incident: Incident) -> Reply:
     entries = await service.timeline_of(ctx.session, incident.id)
     link = service.page_link(ctx.settings, incident.id, ctx.now)
-    return render_reply(ctx.settings, "report.md", incident=_view(ctx, incident), timeline=timeline_view(entries),
-                        link=link, now=fmt_time(ctx.now), **service.report_parts(entries))
+    parts = service.report_parts(entries)
+    reply = render_reply(ctx.settings, "report.md", incident=_view(ctx, incident),
+                         timeline=timeline_view(entries[-REPORT_ENTRIES:]), timeline_total=len(entries),
+                         link=link, now=fmt_time(ctx.now),
+                         lessons=parts["lessons"][:REPORT_ITEMS], lessons_total=len(parts["lessons"]),
+                         actions=parts["actions"][:REPORT_ITEMS], actions_total=len(parts["actions"]),
+                         notes=parts["notes"])
+    reply.more = _page_more(ctx, incident)  # should the renderer still have to shorten it (an operator's template)
+    return reply
 
 
 @commands.command("incident report [#ID]", summary="the post-incident report (posted in the channel, with the page link)",
@@ -354,7 +382,7 @@ async def link(ctx: Context, args: dict) -> Reply:
     url = service.page_link(ctx.settings, incident.id, ctx.now)
     if url is None:
         return Reply("I cannot make a link: set REVOPS_BASE_URL (the bot's public URL) and SLACK_SIGNING_SECRET.")
-    return Reply(f"Incident #{incident.id} page (timeline and report): <{url}|{url.split('?')[0]}>",
+    return Reply(Text(f"Incident #{incident.id} page (timeline and report): ", Link(url, url.split('?')[0])),
                  footer="The link expires in 7 days.", private=False)
 
 
@@ -363,17 +391,22 @@ async def list_incidents(ctx: Context, args: dict) -> Reply:
     since = ctx.now - STATS_WINDOW
     rows = (await ctx.session.execute(
         select(Incident).where((Incident.status != "resolved") | (Incident.declared_at >= since))
-        .order_by(Incident.id.desc()).limit(30)
+        .order_by(Incident.id.desc()).limit(LIST_LIMIT)
     )).scalars().all()
     if not rows:
         return Reply("No open incidents, and none in the last 30 days.")
     lines = []
     for i in rows:
         view = _view(ctx, i)
-        state = f"{i.status}, {view['duration']}" + (f", commander <@{i.commander}>" if i.commander else "")
-        lines.append(f"#{i.id} [{i.severity}] {i.stage}: {i.summary} — {state} (in <#{i.channel}>)")
+        state = Text(f"{i.status}, {view['duration']}", Text(", commander ", User(i.commander, ping=False))
+                     if i.commander else "")
+        lines.append(Text(f"#{i.id} [{i.severity}] {i.stage}: ", clip(i.summary, LIST_SUMMARY_CHARS), " — ", state,
+                          " (in ", Channel(i.channel), ")"))
     open_count = sum(1 for i in rows if i.status != "resolved")
-    return Reply(f"{open_count} open incident{'s' if open_count != 1 else ''}; latest {len(rows)} shown", lines=lines)
+    url = links.signed_url(ctx.settings, service.page_path(), ctx.now)
+    more = Text(Link(url, "incidents page")) if url else None
+    return Reply(f"{open_count} open incident{'s' if open_count != 1 else ''}; latest {len(rows)} shown", lines=lines,
+                 footer=Text("All incidents: ", more) if more and len(rows) >= LIST_LIMIT else None, more=more)
 
 
 @commands.command("incident stats", summary="mean time to acknowledge and to resolve per severity, last 30 days",
@@ -420,8 +453,8 @@ def _alert_card(ctx: Context, alert: Alert, state: str, incident: Incident | Non
 async def alert_ack(ctx: Context, value: str) -> Reply:
     alert = await _alert(ctx, value)
     if alert.status != "open":
-        who = f" by <@{alert.acknowledged_by}>" if alert.acknowledged_by else ""
-        raise Conflict(f"This alert was already {alert.status}{who}.")
+        who = Text(" by ", User(alert.acknowledged_by)) if alert.acknowledged_by else ""
+        raise Conflict(Text(f"This alert was already {alert.status}", who, "."))
     alert.status = "acknowledged"
     alert.acknowledged_by = ctx.actor
     alert.acknowledged_at = ctx.now
@@ -453,7 +486,7 @@ async def alert_declare(ctx: Context, value: str) -> Reply:
         incident.acknowledged_at = alert.acknowledged_at
         incident.commander = alert.acknowledged_by
         incident.status = "acknowledged"
-        _entry(ctx, incident, "ack", f"Acknowledged on the alert by <@{alert.acknowledged_by}>; incident commander")
+        _entry(ctx, incident, "ack", f"Acknowledged on the alert by @{alert.acknowledged_by}; incident commander")
     await service.schedule_escalation(ctx.session, ctx.settings, incident)
     alert.status = "declared"
     alert.incident_id = incident.id

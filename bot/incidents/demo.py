@@ -27,7 +27,7 @@ async def seed_incidents(services: Services) -> None:
         await session.flush()
         for offset, kind, actor, text in (
             (timedelta(0), "declare", "U0RESPONDER", "Declared P2 on renewals: card renewals declined"),
-            (timedelta(minutes=12), "ack", "U0RESPONDER", "Acknowledged after 12m; incident commander <@U0RESPONDER>"),
+            (timedelta(minutes=12), "ack", "U0RESPONDER", "Acknowledged after 12m; incident commander"),
             (timedelta(minutes=40), "update", "U0RESPONDER", "Update: provider confirms a certificate problem"),
             (timedelta(hours=1), "mitigated", "U0RESPONDER", "Mitigated: retries moved to the backup provider"),
             (timedelta(hours=2, minutes=10), "resolve", "U0RESPONDER",

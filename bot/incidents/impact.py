@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..errors import UsageError
+from ..text import Code, Text
 
 FIELDS = ("baseline", "current", "traffic", "aov")
 _NUMBER = r"[+-]?(?:[0-9][0-9,_]*(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?"  # ASCII digits only
@@ -24,10 +25,10 @@ MAX_AOV = 1e6
 def _number(raw: str, label: str) -> float:
     text = raw.strip().replace(",", "").replace("_", "")
     if not re.fullmatch(_NUMBER, text, flags=re.IGNORECASE):
-        raise ValueError(f"{label} must be a number, got `{raw[:30]}`")
+        raise ValueError(Text(f"{label} must be a number, got ", Code(raw[:30])))
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{label} must be a finite number, got `{raw[:30]}`")
+        raise ValueError(Text(f"{label} must be a finite number, got ", Code(raw[:30])))
     return value
 
 
@@ -42,9 +43,10 @@ def parse_rate(raw: str | float, label: str = "rate") -> float:
         if percent:
             value /= 100
         elif value > 1:
-            raise ValueError(f"{label} `{raw[:30]}` is above 1: write a rate as `3.2%` or `0.032`")
+            raise ValueError(Text(f"{label} ", Code(raw[:30]), " is above 1: write a rate as ", Code("3.2%"), " or ",
+                                  Code("0.032")))
     if not 0 <= value <= 1:
-        raise ValueError(f"{label} must be between 0% and 100%, got `{str(raw)[:30]}`")
+        raise ValueError(Text(f"{label} must be between 0% and 100%, got ", Code(str(raw)[:30])))
     return value
 
 
@@ -61,9 +63,9 @@ def parse_traffic(raw: str | float) -> float:
             per = 24.0 if match.group(2) in ("d", "day") else 1.0
         value = _number(text, "traffic") / per
     if value < 0:
-        raise ValueError(f"traffic cannot be negative, got `{str(raw)[:30]}`")
+        raise ValueError(Text("traffic cannot be negative, got ", Code(str(raw)[:30])))
     if value > MAX_TRAFFIC:
-        raise ValueError(f"traffic can be at most {MAX_TRAFFIC:,.0f} visits an hour, got `{str(raw)[:30]}`")
+        raise ValueError(Text(f"traffic can be at most {MAX_TRAFFIC:,.0f} visits an hour, got ", Code(str(raw)[:30])))
     return value
 
 
@@ -73,9 +75,9 @@ def parse_money(raw: str | float, label: str = "aov") -> float:
     else:
         value = _number(raw.strip().lstrip("$€£"), label)
     if value < 0:
-        raise ValueError(f"{label} cannot be negative, got `{str(raw)[:30]}`")
+        raise ValueError(Text(f"{label} cannot be negative, got ", Code(str(raw)[:30])))
     if value > MAX_AOV:
-        raise ValueError(f"{label} can be at most {MAX_AOV:,.0f}, got `{str(raw)[:30]}`")
+        raise ValueError(Text(f"{label} can be at most {MAX_AOV:,.0f}, got ", Code(str(raw)[:30])))
     return value
 
 
@@ -96,7 +98,7 @@ def parse_figures(args: dict) -> dict[str, float]:
         try:
             figures[name] = PARSERS[name](args[name])
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(exc.args[0] if exc.args else str(exc)) from None  # keeps typed text
     return figures
 
 

@@ -11,9 +11,11 @@ from datetime import timedelta
 
 from ..billing.views import daily_reconcile as reconcile_last_day
 from ..outbox import post_automated
+from ..render_text import plain_text
 from ..reply import Reply
 from ..scheduler import DONE, JobKind, JobRun
 from ..templating import render_reply
+from ..text import Link, Text
 from . import service
 from .models import Alert, Incident
 from .views import dur, incident_view, timeline_view
@@ -39,7 +41,7 @@ async def auto_post(run: JobRun, *, incident: Incident | None, channel: str | No
         if msg is None:
             text = f"Did not post the {what}: no channel to post to"
         elif held:
-            text = f"Panic mode: held the {what} (not posted). It would have said: {reply.text}"
+            text = f"Panic mode: held the {what} (not posted). It would have said: {plain_text(reply.text)}"
         else:
             text = f"Auto-posted the {what}" + (f" ({run.missed} missed slot(s) caught up)" if run.missed else "")
         await service.write_entry(run.session, incident.id, at=run.now, kind="held" if held else "auto_post",
@@ -61,11 +63,14 @@ async def _cadence_update(run: JobRun, template: str, kind: str, **extra) -> str
     if incident is None:
         return DONE
     view = incident_view(incident, run.settings, run.now)
+    link = service.page_link(run.settings, incident.id, run.now)
     reply = render_reply(
         run.settings, template, incident=view, sequence=run.job.runs + 1, catch_up=run.missed,
         latest_update=await service.latest_update(run.session, incident.id),
-        link=service.page_link(run.settings, incident.id, run.now), now=view["declared_at"], **extra,
+        link=link, now=view["declared_at"], **extra,
     )
+    if link:  # where the whole story is, should the renderer have to shorten the post
+        reply.more = Text(Link(link, "incident page"))
     await auto_post(run, incident=incident, channel=incident.channel, reply=reply, kind=kind,
                     data={"sequence": run.job.runs + 1, "catch_up": run.missed})
     return None

@@ -17,6 +17,7 @@ from ..errors import Conflict, NotFound, UsageError
 from ..models import ScheduledJob
 from ..scheduler import stop_jobs, upsert_job
 from ..settings import Settings
+from ..text import Code, Text, clip
 from . import links
 from .models import SEVERITIES, Incident, TimelineEntry
 
@@ -29,7 +30,7 @@ _REF = re.compile(r"#?(\d{1,12})")
 def parse_severity(raw: str | None) -> str:
     value = (raw or "").strip().upper()
     if value not in SEVERITIES:
-        raise UsageError(f"unknown severity `{(raw or '')[:20]}`: use P1, P2 or P3")
+        raise UsageError(Text("unknown severity ", Code((raw or '')[:20]), ": use P1, P2 or P3"))
     return value
 
 
@@ -38,7 +39,7 @@ def parse_ref(raw: str | None) -> int | None:
         return None
     match = _REF.fullmatch(raw.strip())
     if not match:
-        raise UsageError(f"`{raw[:30]}` is not an incident number; write it as #12")
+        raise UsageError(Text(Code(raw[:30]), " is not an incident number; write it as #12"))
     return int(match.group(1))
 
 
@@ -126,15 +127,15 @@ async def find_incident(session: AsyncSession, channel: str | None, ref: int | N
         incident = ((await session.execute(_BY_ID_LOCKED, params)).scalar_one_or_none() if lock
                     else (await session.rows(by_id, params)).one_or_none())
         if incident is None:
-            raise NotFound(f"There is no incident #{ref}. `/revops incident list` shows them.")
+            raise NotFound(Text(f"There is no incident #{ref}. ", Code("/revops incident list"), " shows them."))
         return incident
     params = {"channel": channel or ""}
     incident = ((await session.execute(_OPEN_IN_LOCKED, params)).scalar_one_or_none() if lock
                 else (await session.rows(open_in, params)).one_or_none())
     if incident is None:
-        raise NotFound("There is no open incident in this channel. Declare one with "
-                       "`/revops incident declare <P1|P2|P3> <stage> <summary…>`, or name one with #ID "
-                       "(`/revops incident list`).")
+        raise NotFound(Text("There is no open incident in this channel. Declare one with ",
+                            Code("/revops incident declare <P1|P2|P3> <stage> <summary…>"), ", or name one with #ID (",
+                            Code("/revops incident list"), ")."))
     return incident
 
 
@@ -165,9 +166,9 @@ async def declare(session: AsyncSession, settings: Settings, *, channel: str, ac
                   detected_at: datetime | None = None, alert_id: int | None = None) -> Incident:
     existing = await open_incident_in(session, channel)
     if existing is not None:
-        raise Conflict(f"Incident #{existing.id} ({existing.severity}, {existing.stage}: {existing.summary}) is "
-                       f"already open in this channel. Drive it with `/revops incident …`, resolve it first, or "
-                       f"declare the new one in another channel.")
+        raise Conflict(Text(f"Incident #{existing.id} ({existing.severity}, {existing.stage}: ",
+                            clip(existing.summary, 300), ") is already open in this channel. Drive it with ",
+                            Code("/revops incident …"), ", resolve it first, or declare the new one in another channel."))
     incident = Incident(
         channel=channel, open_channel=channel, severity=severity, stage=stage[:100], summary=summary,
         status="declared", declared_by=actor, detected_at=detected_at or now, declared_at=now,
@@ -178,8 +179,8 @@ async def declare(session: AsyncSession, settings: Settings, *, channel: str, ac
             session.add(incident)
             await session.flush()
     except IntegrityError:
-        raise Conflict("Another incident was declared in this channel at the same moment; "
-                       "`/revops incident status` shows it.") from None
+        raise Conflict(Text("Another incident was declared in this channel at the same moment; ",
+                            Code("/revops incident status"), " shows it.")) from None
     await schedule_jobs(session, settings, incident, now)
     return incident
 
@@ -256,10 +257,21 @@ _INSERT_ENTRY_IN_CHANNEL = insert(_ENTRIES).from_select(
 )
 
 
+MAX_ENTRY_CHARS = 100_000  # a timeline entry is stored whole up to this (the page shows it whole)
+
+
+def _stored(text: str) -> str:
+    """An entry's text as stored: plain data, whole unless absurdly long (then said so)."""
+    text = str.__str__(str(text))
+    if len(text) <= MAX_ENTRY_CHARS:
+        return text
+    return text[:MAX_ENTRY_CHARS] + f"… (cut: {len(text):,} characters)"
+
+
 async def write_entry(session: AsyncSession, incident_id: int, *, at: datetime, kind: str, actor: str, text: str,
                       data: dict[str, Any] | None = None) -> None:
     await (await session.connection()).execute(_INSERT_ENTRY, {
-        "incident_id": incident_id, "at": at, "kind": kind, "actor": actor, "text": text[:4000], "data": data})
+        "incident_id": incident_id, "at": at, "kind": kind, "actor": actor, "text": _stored(text), "data": data})
 
 
 async def write_entries_in(session: AsyncSession, channel: str | None, *, at: datetime, actor: str,
@@ -268,8 +280,13 @@ async def write_entries_in(session: AsyncSession, channel: str | None, *, at: da
     if not channel or not entries:
         return
     await (await session.connection()).execute(_INSERT_ENTRY_IN_CHANNEL, [
-        {"channel": channel, "at": at, "kind": kind, "actor": actor, "text": text[:4000], "data": data}
+        {"channel": channel, "at": at, "kind": kind, "actor": actor, "text": _stored(text), "data": data}
         for kind, text, data in entries])
+
+
+async def timeline_count(session: AsyncSession, incident_id: int) -> int:
+    return (await session.execute(select(func.count()).select_from(TimelineEntry)
+                                  .where(TimelineEntry.incident_id == incident_id))).scalar_one()
 
 
 async def timeline_of(session: AsyncSession, incident_id: int, limit: int | None = None) -> list[TimelineEntry]:

@@ -39,7 +39,7 @@ def _describe(record) -> str:
     args = _args_text(record.args)
     summary = (record.summary or "").strip().splitlines()[0] if record.summary else ""
     summary = summary if len(summary) <= 300 else summary[:299] + "…"
-    text = f"`{what}{' ' + args if args and record.kind == 'command' else ''}`"
+    text = f"{what}{' ' + args if args and record.kind == 'command' else ''}"  # stored: plain data
     if record.outcome != "ok":
         text += f" ({record.outcome.replace('_', ' ')})"
     return f"{text}: {summary}" if summary else text

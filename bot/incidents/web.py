@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -18,6 +19,7 @@ from .models import Incident
 from .views import announce_alert, fmt_time, incident_view, timeline_view
 
 router = APIRouter()
+log = logging.getLogger("revops.incidents.web")
 
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
 
@@ -38,6 +40,24 @@ def _authorize_page(request: Request, path: str, now) -> bool:
         raise HTTPException(status_code=403, detail="this link is invalid or has expired; ask the bot for a new "
                                                     "one with /revops incident link")
     return True
+
+
+async def display_names(services, ids) -> dict[str, str]:
+    """Display names for `ids` from the names service (`services.extras["names"]`: `resolve(ids)`
+    or `get(id)`), when there is one; an id without a name (or no service) shows as the id."""
+    lookup = services.extras.get("names") if isinstance(getattr(services, "extras", None), dict) else None
+    if lookup is None:
+        return {}
+    wanted = sorted(i for i in ids if i)
+    try:
+        if hasattr(lookup, "resolve"):
+            found = await lookup.resolve(wanted)
+        else:
+            found = {i: lookup.get(i) for i in wanted}
+    except Exception as exc:  # names are a nicety: the page shows ids rather than fail
+        log.info("incident page: display names unavailable (%s)", type(exc).__name__)
+        return {}
+    return {str(k): str(v) for k, v in (found or {}).items() if v}
 
 
 @router.get("/incidents", response_class=HTMLResponse)
@@ -73,8 +93,10 @@ async def incident_page(request: Request, incident_id: str):
             raise HTTPException(status_code=404, detail="no such incident")
         entries = await service.timeline_of(session, incident.id)
         view = incident_view(incident, services.settings, now)
+    people = {incident.commander, incident.declared_by, incident.resolved_by, *(e.actor for e in entries)}
+    names = await display_names(services, people - {service.BOT, None})  # after the transaction: network
     html = render(services.settings, "incident_page.html", incident=view, timeline=timeline_view(entries),
-                  report=True, now=fmt_time(now), link=None, **service.report_parts(entries))
+                  report=True, now=fmt_time(now), link=None, names=names, **service.report_parts(entries))
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from bot.clock import FakeClock
 from bot.incidents.models import Incident, TimelineEntry
 from bot.models import OutgoingMessage, ScheduledJob
+from bot.text import from_json
 from bot.app import build_services
 from tests.support.harness import Bot, make_settings
 
@@ -71,8 +72,13 @@ def incident_runs(keys: list[str]) -> list[str]:
     return [key for key in keys if key not in OTHER_FAMILIES_JOBS]
 
 
+def head(message) -> str:
+    """A queued post's headline, as its plain reading (the outbox stores typed text as JSON)."""
+    return str(from_json(message.reply["text"])).strip()
+
+
 def heads(messages) -> list[str]:
-    return [m.reply["text"] for m in messages]
+    return [head(m) for m in messages]
 
 
 async def timeline(services, incident_id: int) -> list[TimelineEntry]:

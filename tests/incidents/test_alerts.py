@@ -8,7 +8,7 @@ import pytest
 
 from bot.clock import FakeClock
 from bot.scheduler import run_due
-from tests.incidents.conftest import incident, incident_runs, jobs, outbox
+from tests.incidents.conftest import head, incident, incident_runs, jobs, outbox
 from tests.support.harness import ALERTS_TOKEN, RESPONDER, VIEWER, Bot, flatten, make_settings
 
 AUTH = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
@@ -69,7 +69,7 @@ async def test_alert_card_acknowledge_escalation_and_declare(ibot, services, clo
         "C0INCIDENT", "P1", "checkout", "acknowledged", RESPONDER)
     assert row.impact == {"baseline": 0.032, "current": 0.021, "traffic": 1200.0, "aov": 80.0}
     assert row.detected_at < row.declared_at  # the clocks started with the alert
-    initial = [m for m in await outbox(services, "C0INCIDENT") if "[P1] Incident #1" in m.reply["text"]]
+    initial = [m for m in await outbox(services, "C0INCIDENT") if "[P1] Incident #1" in head(m)]
     assert len(initial) == 1 and "$1,056.00/hour" in str(initial[0].reply)
     twice = ibot.click_and_wait("revops:incident.alert_declare", str(alert_id), user=RESPONDER)
     assert "already declared from this alert" in flatten(twice)
@@ -84,7 +84,7 @@ async def test_declared_unacknowledged_alert_keeps_escalating_as_an_incident(ibo
     assert [j.kind for j in await jobs(services, 1) if j.status == "active" and j.kind == "escalation"]
     clock.advance(timedelta(minutes=10))  # 15m after the alert: L2, on the incident now
     await run_due(services)
-    pages = [m for m in await outbox(services, "C0INCIDENT") if "Escalation" in m.reply["text"]]
+    pages = [m for m in await outbox(services, "C0INCIDENT") if "Escalation" in head(m)]
     assert len(pages) == 1 and "U0EM" in str(pages[0].reply) and "U0ONCALL" not in str(pages[0].reply)
 
 

@@ -110,7 +110,7 @@ def test_clear_answers_for_bad_requests(ibot):
     assert "unknown severity P4: use P1, P2 or P3" in ibot.slash_text("incident declare P4 checkout down",
                                                                        user=RESPONDER)
     usage = ibot.slash_text("incident declare P1", user=RESPONDER)
-    assert "missing <stage>" in usage and "Usage: /revops incident declare" in usage
+    assert "missing &lt;stage&gt;" in usage and "Usage: /revops incident declare" in usage  # escaped: Slack shows <stage>
     assert "There is no incident #42" in ibot.slash_text("incident status #42", user=VIEWER)
     assert "is not an incident number" in ibot.slash_text("incident status twelve", user=VIEWER)
     nonsense = ibot.slash_text("incident declare P1 checkout down baseline=abc", user=RESPONDER)

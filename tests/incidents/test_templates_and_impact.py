@@ -13,7 +13,8 @@ from bot.app import runtime
 from bot.errors import SettingsError, UsageError
 from bot.incidents.impact import Impact, parse_figures, parse_rate, parse_traffic
 from bot.incidents.views import sample_contexts
-from bot.templating import render, render_check
+from bot.slack.blocks import mrkdwn
+from bot.templating import render, render_check, render_text
 from tests.support.harness import RESPONDER, VIEWER, make_settings
 
 
@@ -37,8 +38,11 @@ def test_an_operator_copy_rewords_a_template(tmp_path):
     settings = _settings(tmp_path, str(ops))
     context = sample_contexts(settings)
     assert render_check(settings, context) == []
+    # the plain reading; the mention is a typed piece (rendered <@U0RESPONDER> in Slack)
     assert render(settings, "update_reminder.md", **context["update_reminder.md"]) == \
-        "Hey <@U0RESPONDER>, 35m without news!"
+        "Hey @U0RESPONDER, 35m without news!"
+    reworded = render_text(settings, "update_reminder.md", **context["update_reminder.md"])
+    assert mrkdwn(reworded) == "Hey <@U0RESPONDER>, 35m without news!"
     assert "Revenue-team update 2" in render(settings, "revenue_update.md", **context["revenue_update.md"])
 
 

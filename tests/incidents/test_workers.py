@@ -4,6 +4,7 @@ worker killed with SIGKILL in the middle of a job loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 from bot.app import build_services
 from bot.models import OutgoingMessage
 from bot.scheduler import run_due
+from bot.text import from_json
 from tests.incidents.conftest import outbox
 from tests.support.harness import BOT_TOKEN, RESPONDER, Bot, make_settings
 
@@ -142,8 +144,8 @@ async def test_a_worker_killed_mid_job_loses_no_scheduled_post(tmp_path, db_url,
                 proc.wait(timeout=10)
         # Each scheduled post was written once (so the outbox, whose claims send a row once, cannot
         # double it later) and what reached Slack so far came once; updates 1 and 2 have been sent.
-        written = await watcher.fetch("SELECT reply->>'text' AS text FROM outgoing_messages")
-        rows = sequences([r["text"] for r in written])
+        written = await watcher.fetch("SELECT reply->'text' AS text FROM outgoing_messages")
+        rows = sequences([str(from_json(json.loads(r["text"]))) for r in written])  # typed text stored as JSON
         assert rows and max(rows.values()) == 1, rows
         texts = [c.params.get("text", "") for c in fake_slack.calls_of("chat.postMessage")]
         counts = sequences(texts)
