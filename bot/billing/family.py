@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from commands import credits, customer, reconcile, replay, sync
+from commands import credits, customer, invoice, receivables, reconcile, replay, sync
 
 from ..family import Family
 from ..services import Services
 from .demo import BILLING_TOUR, seed_billing
+from .invoice_jobs import INVOICE_JOBS
 from .routes import router
 from .stripe_client import StripeClient
 
@@ -18,9 +19,12 @@ def attach_stripe(services: Services) -> None:
 
 family = Family(
     "billing",
-    commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands),
+    commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands,
+              invoice.commands, receivables.commands),
     routes=(router,),  # POST /webhooks/stripe
     seeders=(seed_billing,),
     tour=tuple(BILLING_TOUR),
     setup=attach_stripe,
+    jobs=INVOICE_JOBS,  # pending invoice requests (mark paid, void) past approval_ttl expire
+    templates=receivables.sample_contexts,  # friendly_reminder.md
 )
