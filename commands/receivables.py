@@ -68,7 +68,7 @@ async def receivables_command(ctx: Context, args: dict) -> Reply:
 def reminder_context(r: Receivable) -> dict[str, Any]:
     inv = r.invoice
     due = domain.due_of(inv)
-    return {"customer": _who(r), "name": (r.customer.name if r.customer and r.customer.name else _who(r)),
+    return {"customer": _who(r), "recipient": (r.customer.name if r.customer and r.customer.name else _who(r)),
             "invoice": inv.id, "amount": money(r.amount, inv.currency), "days": r.days_overdue,
             "due": f"due {due:%Y-%m-%d}" if due else "due date unknown",
             "failure": r.last_failure or "none recorded"}
@@ -91,7 +91,7 @@ async def remind_click(ctx: Context, value: str) -> Reply:
 
 def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
     """Sample data for the reminder template (start-up and preflight render it)."""
-    return {TEMPLATE: {"customer": "ada@example.com", "name": "Ada", "invoice": "in_1SAMPLE",
+    return {TEMPLATE: {"customer": "ada@example.com", "recipient": "Ada", "invoice": "in_1SAMPLE",
                        "amount": "1,250.00 USD", "days": 12, "due": "due 2026-01-05",
                        "failure": "Your card was declined. (insufficient_funds)"}}
 

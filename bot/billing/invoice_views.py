@@ -93,8 +93,6 @@ def invoice_reply(view: InvoiceView) -> Reply:
     pi = view.payment_intent
     if pi is not None:
         fields.append(("Payment intent", Text(Code(pi.get("id") or "?"), f" — {pi.get('status') or '?'}")))
-    elif isinstance(s.get("payment_intent"), str):
-        fields.append(("Payment intent", Text(Code(s["payment_intent"]))))
     if view.last_error:
         fields.append(("Last error", clip(view.last_error, 300)))
     refunds = [(rid, r) for p in view.payments for rid, r in (p.refunds or {}).items()]

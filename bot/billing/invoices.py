@@ -93,7 +93,16 @@ class InvoiceView:
 
     @property
     def payment_intent(self) -> dict[str, Any] | None:
-        pi = (self.stripe or {}).get("payment_intent")
+        """The invoice's PaymentIntent (expanded): today through `payments.data[].payment`, the
+        default payment first; before 2025-03-31.basil the invoice's own `payment_intent`."""
+        stripe_obj = self.stripe or {}
+        payments = [p for p in ((stripe_obj.get("payments") or {}).get("data") or []) if isinstance(p, dict)]
+        payments.sort(key=lambda p: (not p.get("is_default"), -int(p.get("created") or 0)))
+        for payment in payments:
+            pi = (payment.get("payment") or {}).get("payment_intent")
+            if isinstance(pi, dict):
+                return pi
+        pi = stripe_obj.get("payment_intent")
         return pi if isinstance(pi, dict) else None
 
     @property
@@ -172,10 +181,7 @@ async def load_view(session: AsyncSession, invoice_id: str, stripe_obj: dict[str
 
 async def mirror_answer(session: AsyncSession, invoice: dict[str, Any], at: datetime) -> mirror.MirrorChange:
     """Stripe's answer to an action overwrites the mirror's row (it is the newest state)."""
-    obj = dict(invoice)
-    if isinstance(obj.get("payment_intent"), dict):
-        obj["payment_intent"] = obj["payment_intent"].get("id")
-    return await mirror.upsert_invoice(session, obj, version=int(at.timestamp()), at=at, force=True)
+    return await mirror.upsert_invoice(session, invoice, version=int(at.timestamp()), at=at, force=True)
 
 
 def retry_key(invoice: dict[str, Any], action: str) -> str:

@@ -39,6 +39,8 @@ RETRIEVABLE = {"customer": "customers", "subscription": "subscriptions", "invoic
                "charge": "charges", "payment_intent": "payment_intents", "refund": "refunds",
                "dispute": "disputes", "invoice_payment": "invoice_payments", "checkout.session": "checkout.sessions"}
 # The kinds `list` and `page` read (their service on `client.v1`).
+# An invoice's payments with each PaymentIntent expanded (the invoice view's "last error").
+PAYMENTS_EXPANDED = "payments.data.payment.payment_intent"
 LISTED = {kind: RETRIEVABLE[kind] for kind in ("customer", "subscription", "invoice", "event")}
 
 
@@ -182,12 +184,13 @@ class StripeClient:
     # -- invoice actions (issue 18): each sends an idempotency key; Stripe's refusal in words ------
 
     async def invoice(self, invoice_id: str) -> dict[str, Any] | None:
-        """The invoice with its payment intent (and that intent's last error) expanded; None when
-        Stripe has no such invoice."""
+        """The invoice with its payments' PaymentIntents (and their last error) expanded — since
+        2025-03-31.basil an invoice reaches its PaymentIntent through `payments` (invoice_payment
+        objects); None when Stripe has no such invoice."""
 
         async def go(client: stripe.StripeClient):
             try:
-                obj = await client.v1.invoices.retrieve_async(invoice_id, params={"expand": ["payment_intent"]})
+                obj = await client.v1.invoices.retrieve_async(invoice_id, params={"expand": [PAYMENTS_EXPANDED]})
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     return None
@@ -234,7 +237,8 @@ def describe_refusal(exc: stripe.StripeError) -> str:
     """Stripe's refusal of an invoice action, in words (its own message, its code)."""
     message = (getattr(exc, "user_message", None) or "").strip().rstrip(".")[:200]
     code = getattr(exc, "code", None)
-    decline = getattr(exc, "decline_code", None) if isinstance(exc, stripe.CardError) else None
+    error = getattr(exc, "error", None)  # the answer's `error` object (decline_code lives there)
+    decline = getattr(error, "decline_code", None) if isinstance(exc, stripe.CardError) and error else None
     what = "Stripe declined the payment" if isinstance(exc, stripe.CardError) else "Stripe refused"
     detail = ", ".join(x for x in (code, decline) if x)
     return f"{what}: {message or type(exc).__name__}" + (f" ({detail})" if detail else "")
