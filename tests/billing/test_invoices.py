@@ -154,12 +154,15 @@ def test_resend_only_for_send_invoice_and_viewers_cannot(ibot):
 
 
 def request_posted(ibot, action: str, invoice_id: str, user=RESPONDER) -> tuple[int, dict]:
-    before = len(ibot.bot.slack.calls_of("chat.postMessage"))
+    def is_approval(call):
+        return "revops:invoices.approve" in buttons_of(call.params)
+
+    before = len([c for c in ibot.bot.slack.calls_of("chat.postMessage") if is_approval(c)])
     answer = ibot.click(f"invoices.{action}", invoice_id, user=user)
     assert "posted for approval" in answer, answer
-    calls = asyncio.run(ibot.bot.slack.wait("chat.postMessage", before + 1))
-    approval = [c for c in calls if "revops:invoices.approve" in buttons_of(c.params)][-1]
+    approval = asyncio.run(ibot.bot.slack.wait("chat.postMessage", before + 1, where=is_approval))[before]
     rid = int(buttons_of(approval.params)["revops:invoices.approve"]["value"])
+    assert f"Request #{rid} posted for approval" in answer
     return rid, approval.params
 
 
