@@ -28,11 +28,18 @@ BUTTON_REASON = "asked with the button on the invoice view"
 
 async def show(ctx: Context, invoice_id: str) -> Reply:
     invoice_id = invoices.parse_invoice_id(invoice_id)
-    stripe_obj = await stripe_of(ctx).invoice(invoice_id)  # before the first statement
+    stripe = ctx.services.stripe
+    configured = stripe is not None and stripe.configured
+    stripe_obj = await stripe.invoice(invoice_id) if configured else None  # before the first statement
     view = await invoices.load_view(ctx.session, invoice_id, stripe_obj, ctx.now)
     if stripe_obj is None and view.mirror is None:
-        raise NotFound(Text("Stripe has no invoice ", Code(invoice_id), ", and neither has the mirror."))
-    return invoice_reply(view)
+        raise NotFound(Text("Stripe has no invoice ", Code(invoice_id), ", and neither has the mirror.") if configured
+                       else Text("Stripe is not configured, and the mirror has no invoice ", Code(invoice_id), "."))
+    reply = invoice_reply(view)
+    if not configured:
+        reply.text = Text(Icon("warning"), " Invoice ", Code(invoice_id),
+                          ": Stripe is not configured (STRIPE_SECRET_KEY), so the mirror's row alone; no actions.")
+    return reply
 
 
 async def _single(ctx: Context, action: str, raw_id: str) -> Reply:

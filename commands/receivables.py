@@ -54,10 +54,10 @@ async def receivables_command(ctx: Context, args: dict) -> Reply:
         return Reply(head, lines=["No open invoices with money owed match."])
     lines = [Text(f"{i}. ", _row(r)) for i, r in enumerate(rows, 1)]
     buttons = []
-    for r in rows:
-        buttons.append(Button(f"Remind {r.invoice.id[-8:]}", "receivables.remind", r.invoice.id))
+    for i, r in enumerate(rows, 1):  # labelled by the row's number
+        buttons.append(Button(f"Remind {i}", "receivables.remind", r.invoice.id))
         if r.resendable:
-            buttons.append(Button(f"Resend {r.invoice.id[-8:]}", "invoices.resend", r.invoice.id,
+            buttons.append(Button(f"Resend {i}", "invoices.resend", r.invoice.id,
                                   confirm=f"Email {r.invoice.id} to the customer again?"))
     footer = (Text(f"Showing the first {len(rows)} of {total} — more: ",
                    Code(f"/revops receivables --limit {MAX_LIMIT}"), " or narrow with --min / --overdue")
