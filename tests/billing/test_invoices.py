@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -235,3 +236,23 @@ def test_dry_run_changes_nothing_at_stripe(ibot):
     [row] = ibot.rows(StripeInvoice, StripeInvoice.id == INV)
     assert row.status == "open"
     assert [r.outcome for r in audits(ibot, "invoices.retry")] == ["dry_run"]
+
+
+def test_two_approvers_at_once_call_stripe_once(ibot):
+    rid, _ = request_posted(ibot, "void", INV)
+    answers: dict[str, str] = {}
+
+    def approve(user):
+        answers[user] = ibot.click("invoices.approve", str(rid), user=user)
+
+    threads = [threading.Thread(target=approve, args=(u,)) for u in (APPROVER, APPROVER2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    won = [u for u, a in answers.items() if f"Approved request #{rid}" in a]
+    lost = [u for u, a in answers.items() if "already approving" in a or "already approved" in a]
+    assert len(won) == 1 and len(lost) == 1, answers
+    assert len(ibot.stripe.posts("void")) == 1
+    [req] = ibot.rows(InvoiceActionRequest, InvoiceActionRequest.id == rid)
+    assert (req.status, req.decided_by) == ("approved", won[0])
