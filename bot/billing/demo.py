@@ -43,7 +43,9 @@ async def seed_billing(services) -> None:
         await store_and_apply(session, [{
             "id": "evt_DEMOpaymentfailed", "type": "invoice.payment_failed", "created": version, "livemode": False,
             "data": {"object": {"id": "in_DEMOada0002", "customer": ada["id"], "status": "open", "attempt_count": 2,
-                                "amount_due": 4900, "currency": "usd", "created": version - 86400}},
+                                "amount_due": 4900, "amount_remaining": 4900, "currency": "usd",
+                                "created": version - 86400, "due_date": version - 86400 * 9,
+                                "collection_method": "send_invoice"}},
         }], source="webhook", now=now)
         await store_and_apply(session, [{
             "id": "evt_DEMOcheckoutbad", "type": "checkout.session.completed", "created": version, "livemode": False,
@@ -68,4 +70,6 @@ BILLING_TOUR: list[tuple[str, str]] = [
     ("U0VIEWER", "/revops events --status failed"),
     ("U0VIEWER", "/revops lineage"),  # the provider fee invariant violated by evt_DEMOfeewrong
     ("U0VIEWER", "/revops trace evt_DEMOfeewrong"),
+    ("U0VIEWER", "/revops receivables"),  # the priority collection list, from the mirror
+    ("U0VIEWER", "/revops invoice in_DEMOada0002"),  # the mirror's side (Stripe's needs a key)
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from commands import credits, customer, events, lineage, reconcile, replay, sync, trace
+from commands import credits, customer, events, invoice, lineage, receivables, reconcile, replay, sync, trace
 
 from ..family import Family
 from ..services import Services
 from .demo import BILLING_TOUR, seed_billing
+from .invoice_jobs import INVOICE_JOBS
 from .routes import router
 from .stripe_client import StripeClient
 from .trace import aliases
@@ -20,10 +21,12 @@ def attach_stripe(services: Services) -> None:
 family = Family(
     "billing",
     commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands,
-              events.commands, trace.commands, lineage.commands),
+              events.commands, trace.commands, lineage.commands, invoice.commands, receivables.commands),
     routes=(router,),  # POST /webhooks/stripe
     seeders=(seed_billing,),
     tour=tuple(BILLING_TOUR),
     setup=attach_stripe,
     aliases=(aliases,),  # `audit <account>` by its id, cus_… or email
+    jobs=INVOICE_JOBS,  # pending invoice requests (mark paid, void) past approval_ttl expire
+    templates=receivables.sample_contexts,  # friendly_reminder.md
 )

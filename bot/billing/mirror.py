@@ -249,7 +249,8 @@ def invoice_values(obj: dict[str, Any], payment_failed: bool | None) -> dict[str
                 currency=obj.get("currency"), amount_due=int(obj.get("amount_due") or 0),
                 amount_paid=int(obj.get("amount_paid") or 0), amount_remaining=int(obj.get("amount_remaining") or 0),
                 attempt_count=attempts, next_payment_attempt=ts(obj.get("next_payment_attempt")),
-                payment_failed=bool(payment_failed), invoice_created=ts(obj.get("created")))
+                payment_failed=bool(payment_failed), invoice_created=ts(obj.get("created")),
+                due_date=ts(obj.get("due_date")), collection_method=obj.get("collection_method"))
 
 
 def invoice_row(obj: dict[str, Any], *, version: int, at: datetime, payment_failed: bool | None = None) -> MirrorRow:

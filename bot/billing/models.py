@@ -84,6 +84,8 @@ class StripeInvoice(Base):
     next_payment_attempt: Mapped[datetime | None]
     payment_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     invoice_created: Mapped[datetime | None]
+    due_date: Mapped[datetime | None]  # 0013: receivables count days overdue from it
+    collection_method: Mapped[str | None] = mapped_column(String(32))  # 0013: send_invoice can be resent
     version: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[datetime]
 

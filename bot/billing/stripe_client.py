@@ -39,6 +39,8 @@ RETRIEVABLE = {"customer": "customers", "subscription": "subscriptions", "invoic
                "charge": "charges", "payment_intent": "payment_intents", "refund": "refunds",
                "dispute": "disputes", "invoice_payment": "invoice_payments", "checkout.session": "checkout.sessions"}
 # The kinds `list` and `page` read (their service on `client.v1`).
+# An invoice's payments with each PaymentIntent expanded (the invoice view's "last error").
+PAYMENTS_EXPANDED = "payments.data.payment.payment_intent"
 LISTED = {kind: RETRIEVABLE[kind] for kind in ("customer", "subscription", "invoice", "event")}
 
 
@@ -179,9 +181,67 @@ class StripeClient:
             created["lte"] = int(until.timestamp())
         return await self.list("event", created=created)
 
+    # -- invoice actions (issue 18): each sends an idempotency key; Stripe's refusal in words ------
+
+    async def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """The invoice with its payments' PaymentIntents (and their last error) expanded — since
+        2025-03-31.basil an invoice reaches its PaymentIntent through `payments` (invoice_payment
+        objects); None when Stripe has no such invoice."""
+
+        async def go(client: stripe.StripeClient):
+            try:
+                obj = await client.v1.invoices.retrieve_async(invoice_id, params={"expand": [PAYMENTS_EXPANDED]})
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:
+                    return None
+                raise
+            return obj.to_dict()
+
+        return await self._call(f"fetching {invoice_id}", go)
+
+    async def invoice_action(self, action: str, invoice_id: str, *, idempotency_key: str) -> dict[str, Any]:
+        """`pay` (retry the payment), `mark_paid` (pay with paid_out_of_band), `send` (send_invoice)
+        or `void` (void_invoice); the invoice as Stripe answers. A refusal (card declined, already
+        paid, not open…) is `StripeRefused` with Stripe's own sentence."""
+        options: Any = {"idempotency_key": idempotency_key}
+
+        async def go(client: stripe.StripeClient):
+            invoices = client.v1.invoices
+            try:
+                if action == "pay":
+                    obj = await invoices.pay_async(invoice_id, options=options)
+                elif action == "mark_paid":
+                    obj = await invoices.pay_async(invoice_id, params={"paid_out_of_band": True}, options=options)
+                elif action == "send":
+                    obj = await invoices.send_invoice_async(invoice_id, options=options)
+                elif action == "void":
+                    obj = await invoices.void_invoice_async(invoice_id, options=options)
+                else:
+                    raise ValueError(f"unknown invoice action {action!r}")
+            except (stripe.CardError, stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
+                raise StripeRefused(describe_refusal(exc)) from exc
+            return obj.to_dict()
+
+        return await self._call(f"{action} {invoice_id}", go)
+
     async def ping(self) -> None:
         """A cheap authenticated call (health checks)."""
         await self.page("customer", limit=1)
+
+
+class StripeRefused(UpstreamError):
+    """Stripe answered and said no (card declined, invoice already paid…): nothing happened."""
+
+
+def describe_refusal(exc: stripe.StripeError) -> str:
+    """Stripe's refusal of an invoice action, in words (its own message, its code)."""
+    message = (getattr(exc, "user_message", None) or "").strip().rstrip(".")[:200]
+    code = getattr(exc, "code", None)
+    error = getattr(exc, "error", None)  # the answer's `error` object (decline_code lives there)
+    decline = getattr(error, "decline_code", None) if isinstance(exc, stripe.CardError) and error else None
+    what = "Stripe declined the payment" if isinstance(exc, stripe.CardError) else "Stripe refused"
+    detail = ", ".join(x for x in (code, decline) if x)
+    return f"{what}: {message or type(exc).__name__}" + (f" ({detail})" if detail else "")
 
 
 def describe_stripe_error(exc: stripe.StripeError) -> str:
