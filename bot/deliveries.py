@@ -22,6 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .groupcommit import GroupCommit
 from .models import SlackAppState, SlackDelivery, SlackRequestClaim
 
 log = logging.getLogger("revops.slack")
@@ -44,18 +45,39 @@ def delivery_keys(timestamp: str | None, signature: str | None, trigger_id: str 
     return tuple(keys)
 
 
-async def claim(db, keys: tuple[str, ...], now: datetime) -> bool:
-    """Claim a delivery in one short transaction; False when any of its keys was claimed already
-    (a replay: do not run it again)."""
-    try:
-        async with db.transaction() as session:
-            for key in keys:
-                session.add(SlackRequestClaim(key=key, claimed_at=now))
+class Claims(GroupCommit[tuple[tuple[str, ...], datetime]]):
+    """Claims of deliveries, each committed before its action runs. Concurrent requests share one
+    short transaction (bot/groupcommit.py): 40 grant requests at once on SQLite would otherwise
+    queue 40 more commits behind the one writer. A batch holding a claimed key rolls back and its
+    claims are taken one by one: the replay gets False, the others True."""
+
+    name = "slack-claims"
+
+    async def store_batch(self, transaction, items) -> list[bool]:
+        async with transaction() as session:
+            for keys, now in items:
+                for key in keys:
+                    session.add(SlackRequestClaim(key=key, claimed_at=now))
             await session.flush()
-    except IntegrityError:
-        return False
-    await _prune_now_and_then(db, now)
-    return True
+        return [True] * len(items)
+
+    async def store_one(self, item) -> bool:
+        keys, now = item
+        try:
+            async with self.db.transaction() as session:
+                for key in keys:
+                    session.add(SlackRequestClaim(key=key, claimed_at=now))
+                await session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def claim(self, keys: tuple[str, ...], now: datetime) -> bool:
+        """Claim a delivery; False when any of its keys was claimed already (a replay: do not run it
+        again), by this process or another."""
+        taken = await self.submit((keys, now))
+        await _prune_now_and_then(self.db, now)
+        return taken
 
 
 async def _prune_now_and_then(db, now: datetime) -> None:

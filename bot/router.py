@@ -80,6 +80,7 @@ class Router:
     def __init__(self, services: Services):
         self.services = services
         self._recording = _Recording(self)
+        self._claims = deliveries.Claims(services.db)
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -129,7 +130,7 @@ class Router:
         role = role_of(services.settings.cfg.roles, actor)
         request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
         try:
-            if delivery and mutating and not await deliveries.claim(services.db, delivery, services.clock.now()):
+            if delivery and mutating and not await self._claims.claim(delivery, services.clock.now()):
                 log.info("%s: a replayed delivery, not run again (request %s)", name, request_id)
                 return self._count(Outcome(Reply(ALREADY_RECEIVED), name, "replay"))
             if role < needed:
