@@ -61,9 +61,11 @@ class Reply:
         data["buttons"] = [Button(**{**b, "confirm": from_json(b.get("confirm"))}) for b in data.get("buttons", [])]
         return cls(**data)
 
-    def users(self) -> set[str]:
-        """The user ids its typed pieces name (to look their names up before rendering)."""
-        return users_in(self.text, *self.lines, *(v for _, v in self.fields), self.footer, self.more)
+    def users(self, quiet_only: bool = False) -> set[str]:
+        """The user ids its typed pieces name (to look their names up before rendering);
+        `quiet_only`: those shown by name without a notification (what Slack needs looked up)."""
+        return users_in(self.text, *self.lines, *(v for _, v in self.fields), self.footer, self.more,
+                        quiet_only=quiet_only)
 
     def plain(self) -> str:
         """Everything a person reads, as plain text (fallback text, logs)."""

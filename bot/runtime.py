@@ -41,11 +41,12 @@ class Runtime:
         self.slack_handler = None
         if settings.env.slack_bot_token is not None:
             self.web_client = make_web_client(settings)
-            if sender is None:
-                sender = SlackSender(self.web_client)
-        # Display names where Slack does not show them (console, pages): users.info when there is a token.
+        # Display names where Slack does not show them (console, pages, people a post names without
+        # notifying them): users.info when there is a token.
         self.names = Names(users_info_lookup(self.web_client) if self.web_client is not None else None)
         self.services.extras["names"] = self.names
+        if sender is None and self.web_client is not None:
+            sender = SlackSender(self.web_client, self.names)
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
                                    interval=settings.env.revops_post_interval.total_seconds(),
                                    on_failure=self.services.delivery_failed)

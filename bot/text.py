@@ -184,16 +184,17 @@ def clip(value: Any, limit: int) -> Text:
     return Text(*out)
 
 
-def users_in(*values: Any) -> set[str]:
-    """Every user id a value's pieces name (for looking their names up before rendering)."""
+def users_in(*values: Any, quiet_only: bool = False) -> set[str]:
+    """Every user id a value's pieces name (for looking their names up before rendering);
+    `quiet_only`: only those shown by name without a notification (Slack renders the others)."""
     found: set[str] = set()
     for value in values:
         if isinstance(value, Text):
             for part in value.parts:
-                if isinstance(part, User):
+                if isinstance(part, User) and (part.ping is False or not quiet_only):
                     found.add(part.id)
                 elif isinstance(part, Em):
-                    found |= users_in(part.text)
+                    found |= users_in(part.text, quiet_only=quiet_only)
     return found
 
 

@@ -186,3 +186,15 @@ async def test_names_come_from_users_info_cached_and_fall_back_to_the_id(fake_sl
 def test_field_labels_are_emphasised_and_values_escaped():
     from bot.slack.blocks import fields_section
     assert fields_section([("Reason", "<!here> *x*")])["fields"][0]["text"] == "*Reason*\n&lt;!here&gt; *x*"
+
+
+async def test_slack_posts_show_people_named_without_a_notification_by_name(fake_slack):
+    from bot.slack.client import SlackSender
+    fake_slack.users["U0RESPONDER"] = "Ada Responder"
+    client = AsyncWebClient(token="xoxb-test", base_url=fake_slack.api_url)
+    sender = SlackSender(client, Names(users_info_lookup(client)))
+    await sender.post("C0INCIDENT", Reply(Text("Timeline: ", User("U0RESPONDER", ping=False), " noted; ",
+                                               User("U0APPROVER"), " approved")), None)
+    sent = fake_slack.calls_of("chat.postMessage")[-1].params
+    assert "Timeline: @Ada Responder noted; <@U0APPROVER> approved" in str(sent["blocks"])
+    assert [c.params["user"] for c in fake_slack.calls_of("users.info")] == ["U0RESPONDER"]  # only the quiet one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
@@ -32,10 +32,10 @@ ACK_BUDGET = 2.0
 WORKING = "Working on it…"
 
 
-def payload(reply: Reply) -> dict[str, Any]:
+def payload(reply: Reply, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
-        "text": fallback_text(reply),
-        "blocks": render_blocks(reply),
+        "text": fallback_text(reply, names),
+        "blocks": render_blocks(reply, names),
         "response_type": "ephemeral" if reply.private else "in_channel",
     }
 
@@ -118,6 +118,13 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
         process_before_response=True,
     )
     app.revops_followups = followups  # type: ignore[attr-defined]
+    names = services.extras.get("names")  # bot/names.py: people shown without a notification, by name
+
+    def names_known(reply: Reply) -> dict[str, str]:
+        return names.known(reply.users(quiet_only=True)) if names is not None else {}
+
+    async def names_for(reply: Reply) -> dict[str, str]:
+        return await names.resolve(reply.users(quiet_only=True)) if names is not None else {}
 
     @app.middleware
     async def drop_retried_events(body, next):
@@ -144,13 +151,15 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
         budget = 0 if slow else ACK_BUDGET
         done, _ = await asyncio.wait({work}, timeout=budget) if budget else (set(), None)
         if done:
-            await ack(**payload(work.result().reply))
+            reply = work.result().reply
+            await ack(**payload(reply, names_known(reply)))  # no lookup on the acknowledgement's clock
             return
         await ack(text=WORKING, response_type="ephemeral")
 
         async def answer_later():
             outcome: Outcome = await work
-            await answer(client, body, {**payload(outcome.reply), "replace_original": False},
+            await answer(client, body, {**payload(outcome.reply, await names_for(outcome.reply)),
+                                        "replace_original": False},
                          user=body.get("user_id"), channel=body.get("channel_id"))
 
         followups.start(answer_later())
@@ -167,7 +176,8 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
                 surface="slack", delivery=delivery,
             )
             reply = outcome.reply
-            message = {"text": fallback_text(reply), "blocks": render_blocks(reply)}
+            names = await names_for(reply)
+            message = {"text": fallback_text(reply, names), "blocks": render_blocks(reply, names)}
             if getattr(reply, "replace", False):
                 message["replace_original"] = True
             else:
@@ -204,12 +214,13 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
                                            surface="slack")
         reply = outcome.reply
         thread = event.get("thread_ts") or event.get("ts")
+        names = await names_for(reply)
         if reply.private:
             await client.chat_postEphemeral(channel=event["channel"], user=event["user"],
-                                            text=fallback_text(reply), blocks=render_blocks(reply),
+                                            text=fallback_text(reply, names), blocks=render_blocks(reply, names),
                                             thread_ts=thread)
         else:
-            await client.chat_postMessage(channel=event["channel"], text=fallback_text(reply),
-                                          blocks=render_blocks(reply), thread_ts=thread)
+            await client.chat_postMessage(channel=event["channel"], text=fallback_text(reply, names),
+                                          blocks=render_blocks(reply, names), thread_ts=thread)
 
     return app

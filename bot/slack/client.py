@@ -18,6 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..outbox import PAUSE, PERMANENT, RETRY, SendError
+from ..names import Names
 from ..reply import Reply
 from ..settings import Settings
 from .blocks import fallback_text, render_blocks
@@ -71,28 +72,37 @@ def classify(exc: Exception) -> SendError:
 
 
 class SlackSender:
-    def __init__(self, client: AsyncWebClient):
+    """`names`: display names for the people a post shows without notifying them (bot/names.py)."""
+
+    def __init__(self, client: AsyncWebClient, names: Names | None = None):
         self.client = client
+        self.names = names
+
+    async def _names(self, reply: Reply) -> dict[str, str]:
+        return await self.names.resolve(reply.users(quiet_only=True)) if self.names is not None else {}
 
     async def post(self, channel: str, reply: Reply, thread_ts: str | None) -> str:
+        names = await self._names(reply)
         try:
-            resp = await self.client.chat_postMessage(channel=channel, text=fallback_text(reply),
-                                                      blocks=render_blocks(reply), thread_ts=thread_ts)
+            resp = await self.client.chat_postMessage(channel=channel, text=fallback_text(reply, names),
+                                                      blocks=render_blocks(reply, names), thread_ts=thread_ts)
         except Exception as exc:
             raise classify(exc) from None
         return resp["ts"]
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        names = await self._names(reply)
         try:
-            await self.client.chat_update(channel=channel, ts=ts, text=fallback_text(reply),
-                                          blocks=render_blocks(reply))
+            await self.client.chat_update(channel=channel, ts=ts, text=fallback_text(reply, names),
+                                          blocks=render_blocks(reply, names))
         except Exception as exc:
             raise classify(exc) from None
 
     async def ephemeral(self, channel: str, user: str, reply: Reply) -> None:
+        names = await self._names(reply)
         try:
-            await self.client.chat_postEphemeral(channel=channel, user=user, text=fallback_text(reply),
-                                                 blocks=render_blocks(reply))
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=fallback_text(reply, names),
+                                                 blocks=render_blocks(reply, names))
         except Exception as exc:
             raise classify(exc) from None
 
