@@ -153,6 +153,9 @@ class Registry:
 
     def action(self, action_id: str) -> Action:
         name = action_id.removeprefix("revops:")
+        base, tilde, copy = name.rpartition("~")
+        if tilde and copy.isdigit():  # the same action's second button in one message (bot/slack/blocks.py)
+            name = base
         action = self.actions.get(name)
         if action is None:
             raise UsageError(f"this button ({name[:60]}) is no longer handled")

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot.billing import ledger, payments
 from bot.billing.policy import EventPolicy
+from bot.billing.invoice_views import invoice_buttons
 from bot.billing.mirror import invoice_values, subscription_values, ts
 from bot.billing.models import StripeCustomer, StripeEvent, StripeInvoice, StripeSubscription
 from bot.context import Context
@@ -42,6 +43,7 @@ def refunded_part(amount: int, currency: str | None) -> str:
 EVENT_ICONS = {"processed": Status("ok"), "ignored": Icon("heavy_minus_sign"), "failed": Status("failed")}
 SUBSCRIPTIONS_SHOWN = 20
 INVOICES_SHOWN = 10  # the newest; the Stripe dashboard lists them all
+FAILED_WITH_BUTTONS = 3  # failed invoices that get the invoice actions' buttons
 PAYMENTS_SHOWN = 5  # refunded payments, open disputes
 EVENTS_SHOWN = 8
 MISMATCHES_SHOWN = 10
@@ -191,6 +193,7 @@ async def customer(ctx: Context, args: dict) -> Reply:
         if payment.invoice_id:
             refunds_by_invoice[payment.invoice_id] = refunds_by_invoice.get(payment.invoice_id, 0) + \
                 payments.refunded(payment)
+    failed_invoices: list[dict[str, Any]] = []  # Stripe's, for their Retry / Resend / Mark paid / Void buttons
     if shown or local_invoices:
         lines.append(Text(Em("Recent invoices"), "" if shown else " (mirror)"))
     for inv in shown:
@@ -203,6 +206,8 @@ async def customer(ctx: Context, args: dict) -> Reply:
         refund = refunded_part(refunds_by_invoice.get(inv["id"], 0), values["currency"])
         lines.append(Text(f"  {inv['id']}: {values['status']}, {money(values['amount_due'], values['currency'])}, "
                           f"{values['attempt_count']} attempt(s){retry}{refund}", mark))
+        if failed and len(failed_invoices) < FAILED_WITH_BUTTONS:
+            failed_invoices.append(inv)
         if stripe_error is None:
             if mirrored is None:
                 mismatches.append(f"invoice {inv['id']} is missing locally")
@@ -295,4 +300,7 @@ async def customer(ctx: Context, args: dict) -> Reply:
         buttons.append(Button("Sync from Stripe", "sync.customer", customer_id, style="primary"))
         buttons.append(Button("Replay failed events", "replay.failed_for", customer_id,
                               confirm=f"Replay {failed_count} failed events of {customer_id}?"))
+    for inv in failed_invoices:  # the invoice command's buttons, next to each failed invoice
+        buttons += [Button(f"{b.label} ({inv['id']})", b.action, b.value, b.style, b.confirm)
+                    for b in invoice_buttons(inv)]
     return Reply(head, lines=lines, fields=fields, buttons=buttons)

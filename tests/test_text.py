@@ -198,3 +198,20 @@ async def test_slack_posts_show_people_named_without_a_notification_by_name(fake
     sent = fake_slack.calls_of("chat.postMessage")[-1].params
     assert "Timeline: @Ada Responder noted; <@U0APPROVER> approved" in str(sent["blocks"])
     assert [c.params["user"] for c in fake_slack.calls_of("users.info")] == ["U0RESPONDER"]  # only the quiet one
+
+
+def test_buttons_of_one_action_get_unique_action_ids_and_still_route():
+    from bot.registry import Registry, CommandSet
+    from bot.roles import Role
+    reply = Reply("Receivables", buttons=[Button(f"Remind {i}", "receivables.remind", f"in_{i}") for i in range(30)])
+    ids = [e["action_id"] for b in render_blocks(reply) if b["type"] == "actions" for e in b["elements"]]
+    assert len(ids) == 30 == len(set(ids)) and ids[:2] == ["revops:receivables.remind", "revops:receivables.remind~2"]
+    registry = Registry()
+    commands = CommandSet("receivables")
+
+    @commands.action("remind", role=Role.viewer)
+    async def remind(ctx, value):
+        return Reply(value)
+
+    registry.add(commands)
+    assert registry.action(ids[1]).name == registry.action(ids[0]).name == "receivables.remind"

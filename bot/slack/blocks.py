@@ -175,9 +175,17 @@ def button(b: Button, names: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def actions(buttons: list[Button], names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    # Slack allows 25 elements per actions block; action_ids must be unique within a message
-    return [{"type": "actions", "elements": [button(b, names) for b in buttons[i:i + 25]]}
-            for i in range(0, min(len(buttons), 100), 25)]
+    # Slack allows 25 elements per actions block, and action_ids must be unique within a message:
+    # a second button of the same action (one per row of a list) gets "~2", "~3"… (the registry
+    # reads the action without it).
+    elements, seen = [], {}
+    for b in buttons[:100]:
+        element = button(b, names)
+        seen[b.action_id] = seen.get(b.action_id, 0) + 1
+        if seen[b.action_id] > 1:
+            element["action_id"] = f"{b.action_id}~{seen[b.action_id]}"
+        elements.append(element)
+    return [{"type": "actions", "elements": elements[i:i + 25]} for i in range(0, len(elements), 25)]
 
 
 def _head(reply: Reply, names: Mapping[str, str] | None) -> list[str]:

@@ -256,3 +256,17 @@ def test_two_approvers_at_once_call_stripe_once(ibot):
     assert len(ibot.stripe.posts("void")) == 1
     [req] = ibot.rows(InvoiceActionRequest, InvoiceActionRequest.id == rid)
     assert (req.status, req.decided_by) == ("approved", won[0])
+
+
+def test_customer_shows_the_invoice_buttons_next_to_each_failed_invoice(ibot):
+    params = ibot.answer_params("customer cus_ADA", user=VIEWER)
+    buttons = buttons_of(params)
+    labels = {e["text"]["text"]: (action_id, e["value"]) for action_id, e in buttons.items()}
+    assert labels["Retry payment (in_1FAILED)"][1] == INV
+    assert any(label.startswith("Void (in_1FAILED)") for label in labels)
+    assert not any("in_1SENDINV" in label for label in labels)  # open but never failed: no buttons here
+    assert len(buttons) == len({e["action_id"] for e in buttons.values()})  # unique action ids
+    action_id, value = labels["Retry payment (in_1FAILED)"]
+    answer = flatten(ibot.bot.click_and_wait(action_id, value, user=RESPONDER, timeout=20) or {})
+    assert "paid" in answer.lower(), answer
+    assert [c.path for c in ibot.stripe.posts("pay")] == [f"/v1/invoices/{INV}/pay"]

@@ -68,6 +68,9 @@ class FakeStripe:
         self.calls: list[StripeCall] = []
         self._answers: dict[str, tuple[int, Any]] = {}
         app = Starlette(routes=[
+            Route("/v1/customers/{cid}", self._customer, methods=["GET"]),
+            Route("/v1/subscriptions", self._empty_list, methods=["GET"]),
+            Route("/v1/invoices", self._invoice_list, methods=["GET"]),
             Route("/v1/invoices/{iid}", self._get, methods=["GET"]),
             Route("/v1/invoices/{iid}/{verb}", self._post, methods=["POST"]),
         ])
@@ -89,6 +92,28 @@ class FakeStripe:
     def posts(self, verb: str | None = None) -> list[StripeCall]:
         with self._lock:
             return [c for c in self.calls if c.method == "POST" and (verb is None or c.path.endswith("/" + verb))]
+
+    async def _customer(self, request: Request) -> JSONResponse:
+        """A customer exists when one of the invoices names it (enough for the customer view)."""
+        cid = request.path_params["cid"]
+        with self._lock:
+            self.calls.append(StripeCall("GET", request.url.path, dict(request.query_params), None))
+            known = any(i.get("customer") == cid for i in self.invoices.values())
+        if not known:
+            return _error(404, "invalid_request_error", "resource_missing", f"No such customer: '{cid}'")
+        return JSONResponse({"id": cid, "object": "customer", "email": f"{cid.lower()}@example.com",
+                             "name": cid, "livemode": False, "metadata": {}})
+
+    async def _empty_list(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [], "has_more": False, "url": request.url.path})
+
+    async def _invoice_list(self, request: Request) -> JSONResponse:
+        customer = request.query_params.get("customer")
+        with self._lock:
+            self.calls.append(StripeCall("GET", request.url.path, dict(request.query_params), None))
+            found = [i for i in self.invoices.values() if customer is None or i.get("customer") == customer]
+        found.sort(key=lambda i: i.get("created", 0), reverse=True)
+        return JSONResponse({"object": "list", "data": found, "has_more": False, "url": "/v1/invoices"})
 
     async def _get(self, request: Request) -> JSONResponse:
         iid = request.path_params["iid"]
