@@ -43,7 +43,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
 # Declared ahead of the code that lands in parallel: display names through users.info (issue 15
 # item 8). While the code does not call it yet, the manifest may declare it (never the reverse);
 # empty this once users.info is in the code.
-AHEAD_OF_CODE = {"users:read"}
+AHEAD_OF_CODE: set[str] = set()  # scopes declared before the code calls them (none now)
 
 EVENT_SCOPES: dict[str, tuple[str, ...]] = {
     "app_mention": ("app_mentions:read",),
