@@ -64,7 +64,7 @@ async def outbox(services, channel: str | None = None, status: str | None = None
 
 
 # The other families' periodic jobs run on the same scheduler; an incident test looks at its own.
-OTHER_FAMILIES_JOBS = ("global:grant_expiry", "global:health_probes")
+OTHER_FAMILIES_JOBS = ("global:grant_expiry", "global:health_probes", "global:invoice_action_expiry")
 
 
 def incident_runs(keys: list[str]) -> list[str]:
