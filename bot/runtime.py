@@ -31,7 +31,7 @@ class Runtime:
     the worker of one process. `families` comes from the composition root (bot/app.py)."""
 
     def __init__(self, settings: Settings, families: Families, clock: Clock | None = None,
-                 sender: Sender | None = None, with_worker: bool = False):
+                 sender: Sender | None = None, with_worker: bool = False, delivers: bool = True):
         self.settings = settings
         self.families = families
         self.services: Services = families.build_services(settings, clock)
@@ -51,6 +51,8 @@ class Runtime:
                                    on_failure=self.services.delivery_failed)
         self.services.on_posts.append(self.deliverer.kick)
         self.with_worker = with_worker
+        self.delivers = delivers  # whether this process's outbox task delivers (a worker always does)
+        self.worker: Worker | None = None
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -69,10 +71,11 @@ class Runtime:
         check_templates(self.settings, self.services.template_samples(self.settings))
         await self.services.db.upgrade()
         self.build_slack()
-        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
+        if self.delivers:
+            self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
         if self.with_worker:
-            self._tasks.append(asyncio.create_task(Worker(self.services, self.deliverer).run_forever(),
-                                                   name="worker"))
+            self.worker = Worker(self.services, self.deliverer)
+            self._tasks.append(asyncio.create_task(self.worker.run_forever(), name="worker"))
         if self.settings.env.slack_app_token is not None and self.slack_app is not None:
             self._tasks.append(asyncio.create_task(self._socket_mode(), name="socket-mode"))
         # Everything loaded so far (libraries, models, the app) lives as long as the process: keep
@@ -98,6 +101,11 @@ class Runtime:
     async def stop(self) -> None:
         if self.slack_app is not None:  # answers still owed to people who were acknowledged
             await self.slack_app.revops_followups.drain()
+        grace = self.settings.env.revops_shutdown_grace.total_seconds()
+        if self.worker is not None:
+            self.worker.stop()
+        # No new claims; the sends in flight finish (within the grace), then every claim is released.
+        await self.deliverer.stop(grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read"  # as manifest.json asks
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history"  # as manifest.json asks
 
 
 @dataclass
@@ -42,6 +42,7 @@ class FakeSlack:
         self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
+        self.posted_at: dict[tuple[str, str], float] = {}  # (channel, ts) -> when it was posted (wall clock)
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
         # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
         self.channel_rate: float | None = None
@@ -71,6 +72,7 @@ class FakeSlack:
             self.responses.clear()
             self._failures.clear()
             self.messages.clear()
+            self.posted_at.clear()
             self.socket_url = None
             self.channel_rate = None
             self._last_post.clear()
@@ -211,6 +213,7 @@ class FakeSlack:
 
             with self._lock:
                 self.messages[(channel, ts)] = params
+                self.posted_at[(channel, ts)] = time.time()
                 call.ts = ts
             return JSONResponse({"ok": True, "channel": channel, "ts": ts,
                                  "message": {"text": params.get("text"), "ts": ts}})
@@ -223,6 +226,21 @@ class FakeSlack:
             return JSONResponse({"ok": True, "channel": key[0], "ts": key[1]})
         if method == "chat.postEphemeral":
             return JSONResponse({"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"})
+        if method == "conversations.history":  # newest first, with each message's metadata
+            channel, oldest = params.get("channel"), float(params.get("oldest") or 0)
+            with self._lock:
+                found = [(self.posted_at[key], key[1], p) for key, p in self.messages.items()
+                         if key[0] == channel and self.posted_at.get(key, 0) >= oldest]
+            messages = []
+            for _, ts, p in sorted(found, key=lambda item: item[0], reverse=True):
+                message = {"type": "message", "ts": ts, "text": p.get("text"), "bot_id": "B0BOT"}
+                metadata = p.get("metadata")
+                if isinstance(metadata, str):
+                    metadata = json.loads(metadata)
+                if metadata:
+                    message["metadata"] = metadata
+                messages.append(message)
+            return JSONResponse({"ok": True, "messages": messages, "has_more": False})
         if method == "users.info":
             user = params.get("user", "")
             if user not in self.users:
