@@ -433,6 +433,8 @@ class Deliverer:
                 row.status = "failed"
                 log.warning("message %s to %s failed for good: %s", msg_id, msg.channel, error)
                 await self._failed(s, row, error, now)
+            elif error.retry_after:  # Slack said how long: the channel's pace holds it (wall clock) that long
+                row.next_attempt_at = now
             else:  # Slack is down or busy: keep it, and try again later (no post is lost)
                 row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, MAX_BACKOFF))
             return False, wait

@@ -42,7 +42,7 @@ class Runtime:
         if settings.env.slack_bot_token is not None:
             self.web_client = make_web_client(settings)
             if sender is None:
-                sender = SlackSender(self.web_client)
+                sender = SlackSender(make_web_client(settings, rate_limit_retries=0))
         # Display names where Slack does not show them (console, pages): users.info when there is a token.
         self.names = Names(users_info_lookup(self.web_client) if self.web_client is not None else None)
         self.services.extras["names"] = self.names

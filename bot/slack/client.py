@@ -43,7 +43,9 @@ PERMANENT_ERRORS = frozenset({
 })
 
 
-def make_web_client(settings: Settings) -> AsyncWebClient:
+def make_web_client(settings: Settings, rate_limit_retries: int = 5) -> AsyncWebClient:
+    """The Web API client. `rate_limit_retries=0` for the outbox's sender: a 429 goes back to the
+    outbox, which sleeps that channel alone for Retry-After (the client would hold the send)."""
     token = settings.env.slack_bot_token.get_secret_value() if settings.env.slack_bot_token else None
     return AsyncWebClient(
         token=token,
@@ -51,7 +53,7 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
         timeout=10,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            *([AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)] if rate_limit_retries else []),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )

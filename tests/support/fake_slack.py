@@ -46,9 +46,12 @@ class FakeSlack:
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
         # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
         self.channel_rate: float | None = None
+        self.delay: float = 0.0  # seconds chat.postMessage takes to answer after Slack has the message
         self.users: dict[str, str] = {}  # user id -> display name, for users.info
         self._last_post: dict[str, float] = {}
         self._refused: dict[str, str] = {}  # channel -> the error every post/update/ephemeral there gets
+        self._channel_failures: dict[str, int] = {}  # channel -> how many more posts there answer 429
+        self._channel_retry_after: dict[str, int] = {}
         self._respond_failures: list[tuple[int, str]] = []
         self.revoked: str | None = None  # every call with the token answers this error (token_revoked)
         app = Starlette(routes=[
@@ -75,9 +78,12 @@ class FakeSlack:
             self.posted_at.clear()
             self.socket_url = None
             self.channel_rate = None
+            self.delay = 0.0
             self._last_post.clear()
             self.users.clear()
             self._refused.clear()
+            self._channel_failures.clear()
+            self._channel_retry_after.clear()
             self._respond_failures.clear()
             self.revoked = None
 
@@ -92,6 +98,12 @@ class FakeSlack:
         body = {"ok": False, "error": error or ("ratelimited" if status == 429 else "internal_error")}
         with self._lock:
             self._failures.setdefault(method, []).extend([(status, headers, body)] * times)
+
+    def fail_channel(self, channel: str, *, retry_after: int = 1, times: int = 1) -> None:
+        """The next `times` chat.postMessage calls to `channel` answer 429 with Retry-After."""
+        with self._lock:
+            self._channel_failures[channel] = self._channel_failures.get(channel, 0) + times
+            self._channel_retry_after[channel] = retry_after
 
     def refuse(self, channel: str, error: str = "not_in_channel") -> None:
         """Every chat.postMessage / chat.update / chat.postEphemeral to `channel` answers `error`
@@ -199,6 +211,14 @@ class FakeSlack:
             return JSONResponse({"ok": True, "url": self.socket_url})
         if method == "chat.postMessage":
             channel = params.get("channel")
+            with self._lock:
+                throttled = self._channel_failures.get(channel, 0) > 0
+                if throttled:
+                    self._channel_failures[channel] -= 1
+                    retry_after = self._channel_retry_after.get(channel, 1)
+            if throttled:
+                return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
+                                    headers={"Retry-After": str(retry_after)})
             if self.channel_rate:
                 now = time.monotonic()
                 with self._lock:
@@ -215,6 +235,9 @@ class FakeSlack:
                 self.messages[(channel, ts)] = params
                 self.posted_at[(channel, ts)] = time.time()
                 call.ts = ts
+                delay = self.delay
+            if delay:
+                await asyncio.sleep(delay)
             return JSONResponse({"ok": True, "channel": channel, "ts": ts,
                                  "message": {"text": params.get("text"), "ts": ts}})
         if method == "chat.update":
