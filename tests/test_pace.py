@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -23,6 +24,7 @@ from bot.outbox import Deliverer, enqueue
 from bot.reply import Reply
 from bot.slack.client import SlackSender, make_web_client
 from tests.support.harness import BOT_TOKEN, make_settings
+from tests.support.net import free_port
 
 postgres_only = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 CHANNEL = "C0PACE"
@@ -55,6 +57,12 @@ async def _drained(services, timeout: float) -> None:
 
 
 def _process(settings, fake_slack, tmp_path, name: str, command: str = "worker", **env) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "bot", command], env={**_env(settings, fake_slack), **env},
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _env(settings, fake_slack) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REVOPS_", "SLACK_", "STRIPE_", "DATABASE_"))}
     clean.update({
         "DATABASE_URL": settings.env.database_url,
@@ -67,10 +75,7 @@ def _process(settings, fake_slack, tmp_path, name: str, command: str = "worker",
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
     })
-    clean.update(env)
-    log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "bot", command], env=clean, cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return clean
 
 
 def _stop_all(processes: list[subprocess.Popen]) -> None:
@@ -207,3 +212,36 @@ async def test_a_worker_killed_mid_send_does_not_double_the_post(tmp_path, db_ur
     assert fake_slack.attempts("conversations.history") >= 1
     silent = accepted[1].at - killed_wall
     assert silent < 10 + 3, silent  # the lease (10 s), not 60 s
+
+
+@postgres_only
+async def test_sigterm_of_serve_mid_send_finishes_the_send_and_exits_0(tmp_path, db_url, fake_slack):
+    settings, services = await _services(tmp_path, db_url, fake_slack)
+    port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                             env={**_env(settings, fake_slack), "REVOPS_SERVE_DELIVERS": "true"}, cwd=tmp_path,
+                             stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+        fake_slack.delay = 1.5
+        await _enqueue(services, CHANNEL, ["serve post"])
+        await fake_slack.wait("chat.postMessage", 1, timeout=20)
+        term_at = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(serve.wait, 15)
+        assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
+        assert time.monotonic() - term_at < 6
+        async with services.db.transaction() as s:
+            row = (await s.execute(select(OutgoingMessage).where(OutgoingMessage.channel == CHANNEL))).scalar_one()
+            assert (row.status, row.claimed_by) == ("sent", None)  # the send in flight was finished
+    finally:
+        _stop_all([serve])
+        await services.db.dispose()
+    assert len(_posts(fake_slack, CHANNEL)) == 1
