@@ -66,12 +66,13 @@ def cmd_serve(args, families: Families) -> int:
     # claims) and then raises the signal again with the handler it found: a handler that does
     # nothing lets the process end with status 0 instead of dying of the signal.
     signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
     uvicorn.Server(server_config(app, host=args.host, port=args.port or settings.env.port)).run()
     return 0
 
 
 def _stopped(signum, frame) -> None:
-    """SIGTERM after a graceful shutdown: nothing left to do."""
+    """SIGTERM or SIGINT after uvicorn's graceful shutdown: nothing left to do."""
 
 
 def raise_open_files_limit(connections: int) -> None:
