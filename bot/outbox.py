@@ -472,9 +472,11 @@ class Deliverer:
         async with self.db.transaction() as s:
             await s.execute(update(ChannelPace).where(ChannelPace.claimed_by == self.name)
                             .values(claimed_by=None, claimed_until=None))
+            # A post still claimed here was in flight when the grace ran out: its lease ends now but
+            # `claimed_by` stays, so whoever sends it next first looks for it in the channel.
             await s.execute(update(OutgoingMessage)
                             .where(OutgoingMessage.claimed_by == self.name, OutgoingMessage.status == "pending")
-                            .values(claimed_by=None, claimed_until=None))
+                            .values(claimed_until=self.clock.now() - timedelta(seconds=1)))
 
 
 async def _post_failed(session: AsyncSession, ref: str) -> bool:

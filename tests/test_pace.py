@@ -6,6 +6,7 @@ exits 0 at once and releases it; a worker killed with SIGKILL mid-send doubles n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -245,3 +246,28 @@ async def test_sigterm_of_serve_mid_send_finishes_the_send_and_exits_0(tmp_path,
         _stop_all([serve])
         await services.db.dispose()
     assert len(_posts(fake_slack, CHANNEL)) == 1
+
+
+async def test_a_send_still_in_flight_when_the_grace_runs_out_is_not_sent_twice(tmp_path, db_url, fake_slack):
+    settings, services = await _services(tmp_path, db_url, fake_slack)
+    first = Deliverer(services.db, services.clock, SlackSender(make_web_client(settings, rate_limit_retries=0)),
+                      interval=0.1)
+    second = Deliverer(services.db, services.clock, SlackSender(make_web_client(settings, rate_limit_retries=0)),
+                       interval=0.1)
+    await _enqueue(services, CHANNEL, ["grace post"])
+    fake_slack.delay = 3.0  # Slack has the post; the answer comes after the grace
+    sending = asyncio.create_task(first.deliver_due())
+    try:
+        await fake_slack.wait("chat.postMessage", 1, timeout=10)
+        await first.stop(grace=0.2)  # gives up waiting: releases its claims with the send in flight
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        fake_slack.delay = 0
+        assert await second.deliver_due() == 1  # found in the channel's history: marked sent, not posted
+        async with services.db.transaction() as s:
+            row = (await s.execute(select(OutgoingMessage))).scalar_one()
+    finally:
+        await services.db.dispose()
+    assert len(_posts(fake_slack, CHANNEL)) == 1 and fake_slack.attempts("conversations.history") == 1
+    assert (row.status, row.ts) == ("sent", _posts(fake_slack, CHANNEL)[0].ts)
