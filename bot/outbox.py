@@ -428,13 +428,16 @@ class Deliverer:
             if error.action == PAUSE:  # not this post's fault: keep it, untried, for when the token works
                 await deliveries.pause(s, f"{error} at {now:%Y-%m-%d %H:%M} UTC", now)
                 return None, None
+            if error.action == RETRY and error.retry_after and now - row.created_at <= GIVE_UP_AFTER:
+                # Slack said how long (429): the channel's pace holds the post that long (wall clock);
+                # not a failed attempt, so it does not lengthen the back-off of real failures.
+                row.next_attempt_at = now
+                return False, wait
             row.attempts += 1
             if error.action == PERMANENT or now - row.created_at > GIVE_UP_AFTER:
                 row.status = "failed"
                 log.warning("message %s to %s failed for good: %s", msg_id, msg.channel, error)
                 await self._failed(s, row, error, now)
-            elif error.retry_after:  # Slack said how long: the channel's pace holds it (wall clock) that long
-                row.next_attempt_at = now
             else:  # Slack is down or busy: keep it, and try again later (no post is lost)
                 row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, MAX_BACKOFF))
             return False, wait
