@@ -42,9 +42,10 @@ def runtime(settings: Settings, *, clock: Clock | None = None, sender: Sender | 
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None,
-               with_worker: bool | None = None) -> FastAPI:
+               with_worker: bool | None = None, delivers: bool | None = None) -> FastAPI:
     """The HTTP app (`revops serve`): the core's endpoints and every family's routes."""
-    return create_web_app(settings, FAMILIES, clock=clock, sender=sender, with_worker=with_worker)
+    return create_web_app(settings, FAMILIES, clock=clock, sender=sender, with_worker=with_worker,
+                          delivers=delivers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import resource
+import signal
 import sys
 from pathlib import Path
 
@@ -57,10 +59,20 @@ def cmd_serve(args, families: Families) -> int:
     settings = _settings(**overrides)
     _templates_ok(settings, families)
     setup_logging(settings)
-    app = create_app(settings, families, with_worker=True if args.with_worker else None)
+    app = create_app(settings, families, with_worker=True if args.with_worker else None,
+                     delivers=settings.serve_delivers)
     raise_open_files_limit(settings.env.revops_max_connections)
+    # uvicorn shuts down gracefully on SIGTERM (the app's shutdown finishes or releases the outbox's
+    # claims) and then raises the signal again with the handler it found: a handler that does
+    # nothing lets the process end with status 0 instead of dying of the signal.
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
     uvicorn.Server(server_config(app, host=args.host, port=args.port or settings.env.port)).run()
     return 0
+
+
+def _stopped(signum, frame) -> None:
+    """SIGTERM or SIGINT after uvicorn's graceful shutdown: nothing left to do."""
 
 
 def raise_open_files_limit(connections: int) -> None:
@@ -79,6 +91,30 @@ def raise_open_files_limit(connections: int) -> None:
                 "open files are limited to %d: lower REVOPS_MAX_CONNECTIONS (%d) or raise the limit", target, connections)
 
 
+async def _run_until_signalled(worker: Worker, runtime: Runtime, grace: float) -> None:
+    """Run the worker until SIGTERM or SIGINT; then claim nothing new, let the tick in progress
+    finish (at most `grace` seconds), and release what this process still holds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(worker.run_forever(), name="worker")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    logging.getLogger("revops.worker").info("stopping (grace %.0fs)", grace)
+    worker.stop()
+    stopped = asyncio.create_task(runtime.deliverer.stop(grace))
+    done, _ = await asyncio.wait({running}, timeout=grace)
+    if not done:
+        running.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await running
+    await stopped
+    stopping.cancel()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+
+
 def cmd_worker(args, families: Families) -> int:
     settings = _settings()
     _templates_ok(settings, families)
@@ -92,7 +128,7 @@ def cmd_worker(args, families: Families) -> int:
             if args.once:
                 await worker.drain()
             else:
-                await worker.run_forever()
+                await _run_until_signalled(worker, runtime, settings.env.revops_shutdown_grace.total_seconds())
         finally:
             await runtime.services.db.dispose()
 

@@ -116,6 +116,18 @@ class OutgoingMessage(Base):
     on_failure: Mapped[str | None] = mapped_column(String(16))
 
 
+class ChannelPace(Base):
+    """One Slack channel's pace, shared by every delivering process (bot/outbox.py): the next
+    time a post may go there, and which process holds the channel (a short lease) while it sends."""
+
+    __tablename__ = "channel_pace"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_send_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+
+
 class SlackRequestClaim(Base):
     """A signed Slack request (slash command or interaction) already taken by a replica: the
     same delivery replayed inside the signature window runs once. Pruned after ~10 minutes."""

@@ -12,19 +12,36 @@ never holds back later posts to that channel, and its author is told in words (a
 in the channel they used, else a DM), the audit log records it and the families' hooks (the
 incident timeline) say so; a dead token (`token_revoked`, `invalid_auth`...) pauses sending
 (bot/deliveries.py): posts stay pending until a Slack call with the token works again.
+
+One pace per channel across every process (issue 16): a channel's next allowed send time lives
+in `channel_pace`. A process sends to a channel only while it holds the channel's row (a
+conditional UPDATE taking a short lease, renewed while a send is in flight): it sends that
+channel's oldest due post, sets the next send time (now + the interval, or + Slack's Retry-After)
+and lets go. So any number of processes keep a channel at one post per interval, in order.
+Different channels are sent concurrently (at most CONCURRENCY at once): a channel Slack slows
+down waits alone. Pacing and leases use the wall clock (Slack's rate is physical time).
+
+At most once after a crash: every post carries Slack message metadata naming its outbox id;
+before a post whose earlier claim lapsed (its process died mid-send) or whose earlier attempt
+failed is sent again, the channel's history is searched for it (`find_post`, needing the
+`channels:history` / `groups:history` scopes); found, it is marked sent with that ts. If the
+history cannot be read the post is sent (at least once on a network error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
-from datetime import datetime, timedelta
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Iterable, Protocol
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import audit, deliveries
@@ -32,14 +49,17 @@ from .clock import Clock
 from .db import Database
 from .deliveries import DeliveryFailure, failure_words, notice_text
 from .flags import read_flags
-from .models import MessageRef, OutgoingMessage
+from .models import ChannelPace, MessageRef, OutgoingMessage
 from .reply import Reply
 
 log = logging.getLogger("revops.outbox")
 
 GIVE_UP_AFTER = timedelta(hours=24)  # a post Slack could not take for a day is marked failed
 MAX_BACKOFF = 60  # seconds between attempts while Slack keeps failing
-CLAIM_FOR = timedelta(seconds=60)  # a claim outlives a crashed sender by this much
+LEASE = timedelta(seconds=10)  # a claim (of a channel, of a post) outlives a crashed sender by this much
+CLAIM_FOR = LEASE
+RENEW_EVERY = LEASE.total_seconds() / 3  # while a send is in flight its leases are renewed this often
+CONCURRENCY = 8  # channels sent to at once by one process
 RECHECK_TOKEN_EVERY = 30.0  # seconds between checks of a revoked token while sending is paused
 
 # What a SendError asks of the outbox.
@@ -49,11 +69,13 @@ class SendError(Exception):
     """A Slack call that did not take. `action`: RETRY (later, in order), PERMANENT (fail the
     post now, tell its author) or PAUSE (the token is dead: stop sending, keep the post)."""
 
-    def __init__(self, message: str, retry: bool = True, *, action: str | None = None, code: str | None = None):
+    def __init__(self, message: str, retry: bool = True, *, action: str | None = None, code: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.action = action or (RETRY if retry else PERMANENT)
         self.retry = self.action == RETRY
         self.code = code or message
+        self.retry_after = retry_after  # Slack's Retry-After (seconds): how long the channel sleeps
 
 
 class Sender(Protocol):
@@ -61,8 +83,14 @@ class Sender(Protocol):
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None: ...
 
-    # Optional: `ephemeral(channel, user, reply)` (else a notice goes as a DM through `post`) and
-    # `token_works()` (else a paused outbox is resumed only from outside, e.g. by preflight).
+    # Optional: `ephemeral(channel, user, reply)` (else a notice goes as a DM through `post`),
+    # `token_works()` (else a paused outbox is resumed only from outside, e.g. by preflight) and
+    # `find_post(channel, outbox_id, oldest)` -> ts | None, with `post(..., outbox_id=N)`: a sender
+    # that has it tags each post with its outbox id and finds it again (at most once on a crash).
+
+
+def _wall() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 # Called in the transaction that marks a post failed for good; may return a sentence for its author.
@@ -115,18 +143,20 @@ class Deliverer:
         self.recheck_token_every = RECHECK_TOKEN_EVERY
         self._token_checked = -1e9
         self.name = name or f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        # Slack allows about one message per second per channel: keep to it rather than meet 429s.
+        # Slack allows about one message per second per channel: keep to it rather than meet 429s
+        # (the pace is shared by every process, in `channel_pace`).
         self.interval = interval
-        self._last_sent: dict[str, float] = {}
+        self.concurrency = CONCURRENCY
         self._next_wake: float | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._stopping = False
 
     def kick(self) -> None:
         self._wake.set()
 
     async def run(self, every: float = 1.0) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.deliver_due()
             except Exception:  # keep delivering whatever one batch did
@@ -140,13 +170,30 @@ class Deliverer:
                 pass
             self._wake.clear()
 
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; wait (at most `grace` seconds) for the sends in flight to finish, then give
+        back every claim this process holds. `run()` returns."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=grace)
+        except asyncio.TimeoutError:
+            log.warning("outbox: sends still in flight after %.0fs; releasing their claims", grace)
+        else:
+            self._lock.release()
+        with contextlib.suppress(Exception):
+            await self.release_claims()
+
+    def _wake_at(self, wall_time: datetime, wall_now: datetime) -> None:
+        wake = time.monotonic() + max(0.0, (wall_time - wall_now).total_seconds())
+        self._next_wake = wake if self._next_wake is None else min(self._next_wake, wake)
+
     async def deliver_due(self, limit: int = 200) -> int:
         """Send what is due, oldest first, in order within each channel and at most one
-        message per channel per `interval`; returns how many were sent."""
-        if self.sender is None:
+        message per channel per `interval` across every process; returns how many were sent."""
+        if self.sender is None or self._stopping:
             return 0
         async with self._lock:
-            sent = 0
             now = self.clock.now()
             self._next_wake = None
             async with self.db.transaction() as s:
@@ -157,30 +204,116 @@ class Deliverer:
                     .where(OutgoingMessage.status == "pending")
                     .order_by(OutgoingMessage.id).limit(limit)
                 )).all()
+                heads: dict[str, tuple] = {}
+                for row in rows:
+                    heads.setdefault(row[1], row)  # an earlier message of a channel goes first
+                paces = {}
+                if heads:
+                    paces = {p.channel: (p.next_send_at, p.claimed_until) for p in (await s.execute(
+                        select(ChannelPace).where(ChannelPace.channel.in_(list(heads))))).scalars()}
             if state.paused is not None and rows and not await self._token_works_again():
                 return 0  # the token is dead: the posts wait, untried, for it to work again
-            blocked: set[str] = set()
-            for msg_id, channel, next_attempt_at, claimed_until in rows:
-                if channel in blocked:
-                    continue  # an earlier message of this channel goes first
+            wall = _wall()
+            todo = []
+            for channel, (msg_id, _, next_attempt_at, claimed_until) in heads.items():
                 if next_attempt_at > now or (claimed_until is not None and claimed_until >= now):
-                    blocked.add(channel)
                     continue
-                wait = self._last_sent.get(channel, -1e9) + self.interval - time.monotonic()
-                if wait > 0:
-                    blocked.add(channel)
-                    wake = time.monotonic() + wait
-                    self._next_wake = wake if self._next_wake is None else min(self._next_wake, wake)
+                next_send_at, held_until = paces.get(channel, (None, None))
+                if held_until is not None and held_until >= wall:
+                    self._wake_at(wall + timedelta(seconds=self.interval), wall)  # another process sends
                     continue
-                delivered = await self._deliver_one(msg_id)
-                if delivered is None:
-                    break  # Slack said the token is dead: sending is paused
-                self._last_sent[channel] = time.monotonic()
-                blocked.add(channel)  # one per channel per round; the pacing decides the next
-                sent += int(delivered)
-            if blocked and self._next_wake is None and any(c in self._last_sent for c in blocked):
+                if next_send_at is not None and next_send_at > wall:
+                    self._wake_at(next_send_at, wall)
+                    continue
+                todo.append(channel)
+            if not todo:
+                return 0
+            gate = asyncio.Semaphore(self.concurrency)
+            results = await asyncio.gather(*(self._deliver_channel(channel, gate) for channel in todo))
+            if any(r is not None for r in results) and self._next_wake is None:
                 self._next_wake = time.monotonic() + self.interval
-            return sent
+            return sum(1 for r in results if r)
+
+    async def _deliver_channel(self, channel: str, gate: asyncio.Semaphore) -> bool | None:
+        """Hold the channel, send its oldest due post, set its next send time, let go. True: sent;
+        False: not (now); None: nothing was tried (another process holds it, nothing due, paused)."""
+        async with gate:
+            if self._stopping or not await self._claim_channel(channel):
+                return None
+            wait: float | None = None
+            try:
+                now = self.clock.now()
+                async with self.db.transaction() as s:
+                    head = (await s.execute(
+                        select(OutgoingMessage.id, OutgoingMessage.next_attempt_at, OutgoingMessage.claimed_until)
+                        .where(OutgoingMessage.status == "pending", OutgoingMessage.channel == channel)
+                        .order_by(OutgoingMessage.id).limit(1))).first()
+                if head is None or head[1] > now or (head[2] is not None and head[2] >= now):
+                    return None
+                async with self._renewing(channel, head[0]):
+                    delivered, wait = await self._deliver_one(head[0])
+                return delivered
+            finally:
+                await self._release_channel(channel, wait)
+
+    async def _claim_channel(self, channel: str) -> bool:
+        """Take the channel's lease if it is free and its next send time has come."""
+        wall = _wall()
+        async with self.db.transaction() as s:
+            result = await s.execute(
+                update(ChannelPace)
+                .where(ChannelPace.channel == channel, ChannelPace.next_send_at <= wall,
+                       or_(ChannelPace.claimed_until.is_(None), ChannelPace.claimed_until < wall))
+                .values(claimed_by=self.name, claimed_until=wall + LEASE))
+            if result.rowcount == 1:
+                return True
+            if await s.get(ChannelPace, channel) is not None:
+                return False
+        try:  # the channel's first post: its row, taken by whichever process inserts it
+            async with self.db.transaction() as s:
+                s.add(ChannelPace(channel=channel, next_send_at=wall, claimed_by=self.name,
+                                  claimed_until=wall + LEASE))
+                await s.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def _release_channel(self, channel: str, wait: float | None) -> None:
+        """Let go of the channel; `wait`: seconds until its next send (None: nothing was sent)."""
+        values: dict = {"claimed_by": None, "claimed_until": None}
+        if wait is not None:
+            values["next_send_at"] = _wall() + timedelta(seconds=wait)
+        async with self.db.transaction() as s:
+            await s.execute(update(ChannelPace)
+                            .where(ChannelPace.channel == channel, ChannelPace.claimed_by == self.name)
+                            .values(**values))
+        if wait is not None:
+            wake = time.monotonic() + wait
+            self._next_wake = wake if self._next_wake is None else min(self._next_wake, wake)
+
+    @asynccontextmanager
+    async def _renewing(self, channel: str, msg_id: int):
+        """While a send is in flight: renew the channel's and the post's leases."""
+        async def renew():
+            while True:
+                await asyncio.sleep(RENEW_EVERY)
+                with contextlib.suppress(Exception):
+                    async with self.db.transaction() as s:
+                        await s.execute(update(ChannelPace)
+                                        .where(ChannelPace.channel == channel, ChannelPace.claimed_by == self.name)
+                                        .values(claimed_until=_wall() + LEASE))
+                        await s.execute(update(OutgoingMessage)
+                                        .where(OutgoingMessage.id == msg_id, OutgoingMessage.claimed_by == self.name,
+                                               OutgoingMessage.status == "pending")
+                                        .values(claimed_until=self.clock.now() + LEASE))
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _token_works_again(self) -> bool:
         """While sending is paused: check the token (auth.test) now and then; resume when it works."""
@@ -197,25 +330,47 @@ class Deliverer:
             await deliveries.resume(s, self.clock.now())
         return True
 
-    async def _claim(self, msg_id: int) -> OutgoingMessage | None:
+    async def _claim(self, msg_id: int) -> tuple[OutgoingMessage, bool] | None:
+        """Claim a post; with it, whether it may have reached Slack already (an earlier claim
+        lapsed, or an earlier attempt failed with an unknown outcome)."""
         now = self.clock.now()
         async with self.db.transaction() as s:
+            before = (await s.execute(select(OutgoingMessage.claimed_by, OutgoingMessage.attempts,
+                                             OutgoingMessage.error)
+                                      .where(OutgoingMessage.id == msg_id))).first()
             result = await s.execute(
                 update(OutgoingMessage)
                 .where(and_(OutgoingMessage.id == msg_id, OutgoingMessage.status == "pending",
                             or_(OutgoingMessage.claimed_until.is_(None), OutgoingMessage.claimed_until < now)))
-                .values(claimed_by=self.name, claimed_until=now + CLAIM_FOR)
+                .values(claimed_by=self.name, claimed_until=now + LEASE)
             )
-            if result.rowcount != 1:
+            if result.rowcount != 1 or before is None:
                 return None
-            return await s.get(OutgoingMessage, msg_id)
+            # "Slack said ...": Slack answered, so the post is not there; anything else is unknown.
+            unknown = before[1] > 0 and not (before[2] or "").startswith("Slack said")
+            return await s.get(OutgoingMessage, msg_id), before[0] is not None or unknown
 
-    async def _deliver_one(self, msg_id: int) -> bool | None:
+    async def _posted_already(self, msg: OutgoingMessage) -> str | None:
+        """The ts of this post if Slack has it already (found by its outbox id in the channel)."""
+        find = getattr(self.sender, "find_post", None)
+        if find is None:
+            return None
+        try:
+            return await find(msg.channel, msg.id, msg.created_at - timedelta(minutes=1))
+        except Exception as exc:  # the history cannot be read: send (at least once)
+            log.warning("could not look for message %s in %s (%s); sending it", msg.id, msg.channel,
+                        type(exc).__name__)
+            return None
+
+    async def _deliver_one(self, msg_id: int) -> tuple[bool | None, float | None]:
         """Send one claimed post: True when Slack took it, False when not (now), None when Slack
-        said the token is dead (sending is paused; the post stays pending, untried)."""
-        msg = await self._claim(msg_id)
-        if msg is None:
-            return False
+        said the token is dead (sending is paused; the post stays pending, untried). With it, the
+        seconds until its channel's next send (None: nothing reached Slack)."""
+        claimed = await self._claim(msg_id)
+        if claimed is None:
+            return False, None
+        msg, maybe_sent = claimed
+        wait: float | None = self.interval
         reply = Reply.from_dict(msg.reply)
         ts: str | None = None
         error: SendError | None = None
@@ -225,8 +380,10 @@ class Deliverer:
                     ref = await s.get(MessageRef, msg.ref) if msg.ref else None
                     never = ref is not None and ref.ts is None and await _post_failed(s, msg.ref)
                 if never:  # its post failed for good (its author was told): nothing will ever be there
+                    wait = None
                     raise SendError("the message to update was never posted", action=PERMANENT, code="never_posted")
                 if ref is None or ref.ts is None:
+                    wait = None
                     raise SendError("the message to update has not been posted yet")
                 await self.sender.update(ref.channel, ref.ts, reply)
                 ts = ref.ts
@@ -236,6 +393,13 @@ class Deliverer:
                     await ephemeral(msg.channel, msg.author, reply)
                 else:
                     ts = await self.sender.post(msg.author, reply, None)
+            elif getattr(self.sender, "find_post", None) is not None:
+                ts = await self._posted_already(msg) if maybe_sent else None
+                if ts is not None:
+                    log.info("message %s was posted already (%s): not posting it again", msg_id, ts)
+                    wait = None
+                else:
+                    ts = await self.sender.post(msg.channel, reply, msg.thread_ts, outbox_id=msg.id)
             else:
                 ts = await self.sender.post(msg.channel, reply, msg.thread_ts)
         except SendError as exc:
@@ -243,6 +407,8 @@ class Deliverer:
         except Exception as exc:  # a sender bug must not lose the post
             log.exception("sending message %s failed", msg_id)
             error = SendError(type(exc).__name__)
+        if error is not None and error.retry_after:
+            wait = max(self.interval, error.retry_after)  # Slack slowed this channel down: it sleeps alone
         now = self.clock.now()
         async with self.db.transaction() as s:
             row = await s.get(OutgoingMessage, msg_id)
@@ -257,11 +423,16 @@ class Deliverer:
                     if ref is not None:
                         ref.ts = ts
                         ref.channel = msg.channel
-                return True
+                return True, wait
             row.error = str(error)[:500]
             if error.action == PAUSE:  # not this post's fault: keep it, untried, for when the token works
                 await deliveries.pause(s, f"{error} at {now:%Y-%m-%d %H:%M} UTC", now)
-                return None
+                return None, None
+            if error.action == RETRY and error.retry_after and now - row.created_at <= GIVE_UP_AFTER:
+                # Slack said how long (429): the channel's pace holds the post that long (wall clock);
+                # not a failed attempt, so it does not lengthen the back-off of real failures.
+                row.next_attempt_at = now
+                return False, wait
             row.attempts += 1
             if error.action == PERMANENT or now - row.created_at > GIVE_UP_AFTER:
                 row.status = "failed"
@@ -269,7 +440,7 @@ class Deliverer:
                 await self._failed(s, row, error, now)
             else:  # Slack is down or busy: keep it, and try again later (no post is lost)
                 row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, MAX_BACKOFF))
-            return False
+            return False, wait
 
     async def _failed(self, session: AsyncSession, row: OutgoingMessage, error: SendError, now: datetime) -> None:
         """A post Slack refused for good, in the transaction that marks it failed: the families'
@@ -300,11 +471,15 @@ class Deliverer:
             await enqueue(session, channel=row.author, reply=Reply.from_dict(row.reply), at=now)
 
     async def release_claims(self) -> None:
-        """On shutdown: give back what this process claimed but did not send."""
+        """On shutdown: give back what this process claimed but did not send, and its channels."""
         async with self.db.transaction() as s:
+            await s.execute(update(ChannelPace).where(ChannelPace.claimed_by == self.name)
+                            .values(claimed_by=None, claimed_until=None))
+            # A post still claimed here was in flight when the grace ran out: its lease ends now but
+            # `claimed_by` stays, so whoever sends it next first looks for it in the channel.
             await s.execute(update(OutgoingMessage)
                             .where(OutgoingMessage.claimed_by == self.name, OutgoingMessage.status == "pending")
-                            .values(claimed_by=None, claimed_until=None))
+                            .values(claimed_until=self.clock.now() - timedelta(seconds=1)))
 
 
 async def _post_failed(session: AsyncSession, ref: str) -> bool:

@@ -31,7 +31,7 @@ class Runtime:
     the worker of one process. `families` comes from the composition root (bot/app.py)."""
 
     def __init__(self, settings: Settings, families: Families, clock: Clock | None = None,
-                 sender: Sender | None = None, with_worker: bool = False):
+                 sender: Sender | None = None, with_worker: bool = False, delivers: bool = True):
         self.settings = settings
         self.families = families
         self.services: Services = families.build_services(settings, clock)
@@ -46,12 +46,15 @@ class Runtime:
         self.names = Names(users_info_lookup(self.web_client) if self.web_client is not None else None)
         self.services.extras["names"] = self.names
         if sender is None and self.web_client is not None:
-            sender = SlackSender(self.web_client, self.names)
+            # the outbox's own client leaves 429s to the outbox: a 429 sleeps only its channel
+            sender = SlackSender(make_web_client(settings, rate_limit_retries=0), self.names)
         self.deliverer = Deliverer(self.services.db, self.services.clock, sender,
                                    interval=settings.env.revops_post_interval.total_seconds(),
                                    on_failure=self.services.delivery_failed)
         self.services.on_posts.append(self.deliverer.kick)
         self.with_worker = with_worker
+        self.delivers = delivers  # whether this process's outbox task delivers (a worker always does)
+        self.worker: Worker | None = None
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -70,10 +73,11 @@ class Runtime:
         check_templates(self.settings, self.services.template_samples(self.settings))
         await self.services.db.upgrade()
         self.build_slack()
-        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
+        if self.delivers:
+            self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
         if self.with_worker:
-            self._tasks.append(asyncio.create_task(Worker(self.services, self.deliverer).run_forever(),
-                                                   name="worker"))
+            self.worker = Worker(self.services, self.deliverer)
+            self._tasks.append(asyncio.create_task(self.worker.run_forever(), name="worker"))
         if self.settings.env.slack_app_token is not None and self.slack_app is not None:
             self._tasks.append(asyncio.create_task(self._socket_mode(), name="socket-mode"))
         # Everything loaded so far (libraries, models, the app) lives as long as the process: keep
@@ -99,6 +103,11 @@ class Runtime:
     async def stop(self) -> None:
         if self.slack_app is not None:  # answers still owed to people who were acknowledged
             await self.slack_app.revops_followups.drain()
+        grace = self.settings.env.revops_shutdown_grace.total_seconds()
+        if self.worker is not None:
+            self.worker.stop()
+        # No new claims; the sends in flight finish (within the grace), then every claim is released.
+        await self.deliverer.stop(grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -55,6 +55,11 @@ class EnvSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # Not in the public contract's table but documented in the README.
     revops_worker_in_serve: bool = False
+    # Whether `revops serve` delivers queued posts (None: yes on SQLite, no on PostgreSQL, where
+    # `revops worker` delivers); see `serve_delivers()`.
+    revops_serve_delivers: bool | None = None
+    # SIGTERM/SIGINT: how long in-flight sends and the worker's tick may take before claims are released.
+    revops_shutdown_grace: Duration = timedelta(seconds=10)
     revops_log_level: str = "INFO"
     revops_tick: Duration = timedelta(seconds=5)
     revops_post_interval: Duration = timedelta(seconds=1)  # per-channel pacing of posts to Slack
@@ -276,6 +281,14 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env.revops_env == "production"
+
+    @property
+    def serve_delivers(self) -> bool:
+        """Whether `revops serve` delivers posts: REVOPS_SERVE_DELIVERS, else yes on SQLite (one
+        process) and no on PostgreSQL (the `worker` processes deliver)."""
+        if self.env.revops_serve_delivers is not None:
+            return self.env.revops_serve_delivers
+        return self.env.database_url.startswith("sqlite")
 
 
 def _first_error(exc: ValidationError, prefix: str) -> str:

@@ -27,6 +27,7 @@ class Worker:
         self.deliverer = deliverer
         self.scheduler = services.scheduler
         self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self._stop = asyncio.Event()
 
     async def heartbeat(self) -> None:
         async with self.services.db.transaction() as session:
@@ -52,12 +53,20 @@ class Worker:
         await self.deliverer.deliver_due()
         return ran
 
+    def stop(self) -> None:
+        """Finish the tick in progress and return from `run_forever` (SIGTERM); no new claims."""
+        self._stop.set()
+
     async def run_forever(self) -> None:
         every = self.services.settings.env.revops_tick.total_seconds()
         log.info("worker %s started (tick %ss; jobs: %s)", self.name, every, ", ".join(self.scheduler.kinds) or "none")
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.tick()
             except Exception:
                 log.exception("worker tick failed")
-            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=every)
+            except asyncio.TimeoutError:
+                pass
+        log.info("worker %s stopped", self.name)

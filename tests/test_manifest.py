@@ -31,7 +31,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "users.list": ("users:read",),
     "conversations.open": ("im:write",),
     "conversations.info": ("channels:read",),
-    "conversations.history": ("channels:history",),
+    # the outbox looks for a post it may have sent before a crash (its metadata names its outbox id)
+    "conversations.history": ("channels:history", "groups:history"),
     "conversations.replies": ("channels:history",),
     "conversations.members": ("channels:read",),
     "reactions.add": ("reactions:write",),

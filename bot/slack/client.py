@@ -9,6 +9,8 @@ post would hold back every later post to its channel)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -22,6 +24,9 @@ from ..names import Names
 from ..reply import Reply
 from ..settings import Settings
 from .blocks import fallback_text, render_blocks
+
+METADATA_EVENT = "revops_post"  # the message metadata naming a post's outbox id
+HISTORY_PAGES = 5  # pages of 200 messages searched for a post before it is sent again
 
 # Slack's transient errors: worth another try later.
 RETRYABLE = frozenset({"ratelimited", "rate_limited", "service_unavailable", "fatal_error", "request_timeout",
@@ -39,7 +44,9 @@ PERMANENT_ERRORS = frozenset({
 })
 
 
-def make_web_client(settings: Settings) -> AsyncWebClient:
+def make_web_client(settings: Settings, rate_limit_retries: int = 5) -> AsyncWebClient:
+    """The Web API client. `rate_limit_retries=0` for the outbox's sender: a 429 goes back to the
+    outbox, which sleeps that channel alone for Retry-After (the client would hold the send)."""
     token = settings.env.slack_bot_token.get_secret_value() if settings.env.slack_bot_token else None
     return AsyncWebClient(
         token=token,
@@ -47,7 +54,7 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
         timeout=10,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            *([AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)] if rate_limit_retries else []),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )
@@ -65,7 +72,12 @@ def classify(exc: Exception) -> SendError:
         error = ""
     error = "".join(ch for ch in error if ch.isalnum() or ch in "_-.")[:60] or f"HTTP {status}"
     if status == 429 or status >= 500 or error in RETRYABLE:
-        return SendError(f"Slack said {error}", action=RETRY, code=error)
+        retry_after = None
+        try:
+            retry_after = float(response.headers.get("Retry-After") or response.headers.get("retry-after") or 0) or None
+        except Exception:  # no headers, or not a number
+            retry_after = None
+        return SendError(f"Slack said {error}", action=RETRY, code=error, retry_after=retry_after)
     if error in TOKEN_DEAD:
         return SendError(f"Slack said {error}", action=PAUSE, code=error)
     return SendError(f"Slack said {error}", action=PERMANENT, code=error)
@@ -81,14 +93,35 @@ class SlackSender:
     async def _names(self, reply: Reply) -> dict[str, str]:
         return await self.names.resolve(reply.users(quiet_only=True)) if self.names is not None else {}
 
-    async def post(self, channel: str, reply: Reply, thread_ts: str | None) -> str:
+    async def post(self, channel: str, reply: Reply, thread_ts: str | None, outbox_id: int | None = None) -> str:
+        metadata = None
+        if outbox_id is not None:  # how `find_post` knows the post again after a crash
+            metadata = {"event_type": METADATA_EVENT, "event_payload": {"outbox_id": outbox_id}}
         names = await self._names(reply)
         try:
             resp = await self.client.chat_postMessage(channel=channel, text=fallback_text(reply, names),
-                                                      blocks=render_blocks(reply, names), thread_ts=thread_ts)
+                                                      blocks=render_blocks(reply, names), thread_ts=thread_ts,
+                                                      metadata=metadata)
         except Exception as exc:
             raise classify(exc) from None
         return resp["ts"]
+
+    async def find_post(self, channel: str, outbox_id: int, oldest: datetime) -> str | None:
+        """The ts of the bot's message carrying `outbox_id` posted in `channel` since `oldest`
+        (conversations.history: channels:history / groups:history), else None."""
+        cursor = None
+        for _ in range(HISTORY_PAGES):
+            resp = await self.client.conversations_history(channel=channel, oldest=f"{oldest.timestamp():.6f}",
+                                                           limit=200, include_all_metadata=True, cursor=cursor)
+            for message in resp.get("messages") or []:
+                meta = message.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == METADATA_EVENT and str(payload.get("outbox_id")) == str(outbox_id):
+                    return message.get("ts")
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:
         names = await self._names(reply)

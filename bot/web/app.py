@@ -23,13 +23,17 @@ from .slack_route import SlackEventsRoute
 
 
 def create_app(settings: Settings, families: Families, *, clock: Clock | None = None,
-               sender: Sender | None = None, with_worker: bool | None = None) -> FastAPI:
+               sender: Sender | None = None, with_worker: bool | None = None,
+               delivers: bool | None = None) -> FastAPI:
     if with_worker is None:
         with_worker = settings.env.revops_worker_in_serve
+    if delivers is None:  # `revops serve` passes settings.serve_delivers; an embedded app delivers unless told
+        delivers = settings.env.revops_serve_delivers is not False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime = Runtime(settings, families, clock=clock, sender=sender, with_worker=with_worker)
+        runtime = Runtime(settings, families, clock=clock, sender=sender, with_worker=with_worker,
+                          delivers=delivers)
         await runtime.start()
         app.state.runtime = runtime
         try:

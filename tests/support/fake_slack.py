@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read"  # as manifest.json asks
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history"  # as manifest.json asks
 
 
 @dataclass
@@ -42,12 +42,16 @@ class FakeSlack:
         self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
+        self.posted_at: dict[tuple[str, str], float] = {}  # (channel, ts) -> when it was posted (wall clock)
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
         # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
         self.channel_rate: float | None = None
+        self.delay: float = 0.0  # seconds chat.postMessage takes to answer after Slack has the message
         self.users: dict[str, str] = {}  # user id -> display name, for users.info
         self._last_post: dict[str, float] = {}
         self._refused: dict[str, str] = {}  # channel -> the error every post/update/ephemeral there gets
+        self._channel_failures: dict[str, int] = {}  # channel -> how many more posts there answer 429
+        self._channel_retry_after: dict[str, int] = {}
         self._respond_failures: list[tuple[int, str]] = []
         self.revoked: str | None = None  # every call with the token answers this error (token_revoked)
         app = Starlette(routes=[
@@ -71,11 +75,15 @@ class FakeSlack:
             self.responses.clear()
             self._failures.clear()
             self.messages.clear()
+            self.posted_at.clear()
             self.socket_url = None
             self.channel_rate = None
+            self.delay = 0.0
             self._last_post.clear()
             self.users.clear()
             self._refused.clear()
+            self._channel_failures.clear()
+            self._channel_retry_after.clear()
             self._respond_failures.clear()
             self.revoked = None
 
@@ -90,6 +98,12 @@ class FakeSlack:
         body = {"ok": False, "error": error or ("ratelimited" if status == 429 else "internal_error")}
         with self._lock:
             self._failures.setdefault(method, []).extend([(status, headers, body)] * times)
+
+    def fail_channel(self, channel: str, *, retry_after: int = 1, times: int = 1) -> None:
+        """The next `times` chat.postMessage calls to `channel` answer 429 with Retry-After."""
+        with self._lock:
+            self._channel_failures[channel] = self._channel_failures.get(channel, 0) + times
+            self._channel_retry_after[channel] = retry_after
 
     def refuse(self, channel: str, error: str = "not_in_channel") -> None:
         """Every chat.postMessage / chat.update / chat.postEphemeral to `channel` answers `error`
@@ -197,6 +211,14 @@ class FakeSlack:
             return JSONResponse({"ok": True, "url": self.socket_url})
         if method == "chat.postMessage":
             channel = params.get("channel")
+            with self._lock:
+                throttled = self._channel_failures.get(channel, 0) > 0
+                if throttled:
+                    self._channel_failures[channel] -= 1
+                    retry_after = self._channel_retry_after.get(channel, 1)
+            if throttled:
+                return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
+                                    headers={"Retry-After": str(retry_after)})
             if self.channel_rate:
                 now = time.monotonic()
                 with self._lock:
@@ -211,7 +233,11 @@ class FakeSlack:
 
             with self._lock:
                 self.messages[(channel, ts)] = params
+                self.posted_at[(channel, ts)] = time.time()
                 call.ts = ts
+                delay = self.delay
+            if delay:
+                await asyncio.sleep(delay)
             return JSONResponse({"ok": True, "channel": channel, "ts": ts,
                                  "message": {"text": params.get("text"), "ts": ts}})
         if method == "chat.update":
@@ -223,6 +249,21 @@ class FakeSlack:
             return JSONResponse({"ok": True, "channel": key[0], "ts": key[1]})
         if method == "chat.postEphemeral":
             return JSONResponse({"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"})
+        if method == "conversations.history":  # newest first, with each message's metadata
+            channel, oldest = params.get("channel"), float(params.get("oldest") or 0)
+            with self._lock:
+                found = [(self.posted_at[key], key[1], p) for key, p in self.messages.items()
+                         if key[0] == channel and self.posted_at.get(key, 0) >= oldest]
+            messages = []
+            for _, ts, p in sorted(found, key=lambda item: item[0], reverse=True):
+                message = {"type": "message", "ts": ts, "text": p.get("text"), "bot_id": "B0BOT"}
+                metadata = p.get("metadata")
+                if isinstance(metadata, str):
+                    metadata = json.loads(metadata)
+                if metadata:
+                    message["metadata"] = metadata
+                messages.append(message)
+            return JSONResponse({"ok": True, "messages": messages, "has_more": False})
         if method == "users.info":
             user = params.get("user", "")
             if user not in self.users:
