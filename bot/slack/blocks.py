@@ -49,12 +49,13 @@ def atoms(value: Any, names: Mapping[str, str] | None = None) -> list[str]:
             if part.ping:
                 out.append(f"<@{escape(part.id)}>")
             else:
-                out.append("@" + escape((names or {}).get(part.id) or part.id))
+                out.append("@" + escape(" ".join(((names or {}).get(part.id) or part.id).split())))
         elif isinstance(part, Channel):
             out.append(f"<#{escape(part.id)}>")
         elif isinstance(part, Link):
             if part.url.startswith(("https://", "http://", "mailto:")):
-                label = escape(part.label.replace("|", "¦")[:300]) if part.label else ""
+                # one line (a token is never split, and the splitter breaks at line ends)
+                label = escape(" ".join(part.label.split()).replace("|", "¦")[:300])
                 out.append(f"<{_safe_url(part.url)}|{label}>" if label else f"<{_safe_url(part.url)}>")
             else:
                 out.extend(escape(word) for word in _WORDS.findall(str(part)))
