@@ -15,7 +15,7 @@ from bot.slack.blocks import (MAX_BLOCKS, MAX_CHARS, SECTION_CHARS, atoms, fallb
 from bot.slack.names import users_info_lookup
 from bot.templating import render_reply
 from bot.text import Channel, Code, Em, Icon, Link, Status, Text, User, clip, from_json, to_json
-from tests.support.harness import make_settings
+from tests.support.harness import make_settings, mrkdwn_texts
 
 HOSTILE = ["<!channel>", "<!here>", "<!everyone>", "<!subteam^S1>", "<@U123>", "<#C1>",
            "<https://evil.example|x>", "&amp;"]
@@ -24,23 +24,7 @@ RAW_TOKENS = re.compile(r"<[!@#]|<https?:|&amp;amp;")
 
 def slack_texts(blocks) -> list[str]:
     """The mrkdwn texts of a message (plain_text objects Slack shows as is, so they are skipped)."""
-    out = []
-
-    def walk(node):
-        if isinstance(node, dict) and node.get("type") == "plain_text":
-            return
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    out.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(blocks)
-    return out
+    return mrkdwn_texts(blocks)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

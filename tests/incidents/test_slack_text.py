@@ -15,7 +15,7 @@ from bot.router import Router
 from bot.scheduler import run_due
 from bot.slack.blocks import MAX_BLOCKS, MAX_CHARS, message_size
 from tests.incidents.conftest import outbox
-from tests.support.harness import ADMIN_KEY, ALERTS_TOKEN, CHANNEL, RESPONDER, VIEWER, flatten
+from tests.support.harness import ADMIN_KEY, ALERTS_TOKEN, CHANNEL, RESPONDER, VIEWER, flatten, mrkdwn_texts
 
 HOSTILE = ["<!channel>", "<!here>", "<!everyone>", "<!subteam^S1>", "<@U123>", "<#C1>",
            "<https://evil.example|x>", "&amp;"]
@@ -32,23 +32,7 @@ def escaped(text: str) -> str:
 def sent_text(payloads) -> str:
     """Every text of the payloads Slack reads as mrkdwn, as Slack receives them (no un-escaping,
     markup kept); plain_text objects (button labels, confirm dialogs) are shown as is, never read."""
-    out: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("type") == "plain_text":
-                return
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    out.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(list(payloads))
-    return "\n".join(out)
+    return "\n".join(mrkdwn_texts(list(payloads)))
 
 
 def assert_harmless(text: str) -> None:

@@ -208,6 +208,28 @@ class Bot:
         raise AssertionError(f"expected {count} chat.postMessage, got {len(self.slack.calls_of('chat.postMessage'))}")
 
 
+def mrkdwn_texts(node) -> list[str]:
+    """Every text of a Slack payload that Slack reads as mrkdwn, as sent (escaped, markup kept);
+    plain_text objects (button labels, confirm dialogs) are shown as is by Slack and left out."""
+    out: list[str] = []
+
+    def walk(item):
+        if isinstance(item, dict):
+            if item.get("type") == "plain_text":
+                return
+            for key, value in item.items():
+                if key == "text" and isinstance(value, str):
+                    out.append(value)
+                else:
+                    walk(value)
+        elif isinstance(item, list):
+            for child in item:
+                walk(child)
+
+    walk(node)
+    return out
+
+
 def shown(text: str) -> str:
     """Slack mrkdwn as a person reads it: the three escaped characters back (tokens stay as they are)."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
