@@ -15,7 +15,7 @@ from bot.slack.blocks import (MAX_BLOCKS, MAX_CHARS, SECTION_CHARS, atoms, fallb
 from bot.slack.names import users_info_lookup
 from bot.templating import render_reply
 from bot.text import Channel, Code, Em, Icon, Link, Status, Text, User, clip, from_json, to_json
-from tests.support.harness import make_settings, mrkdwn_texts
+from tests.support.harness import make_settings, mrkdwn_texts, shown
 
 HOSTILE = ["<!channel>", "<!here>", "<!everyone>", "<!subteam^S1>", "<@U123>", "<#C1>",
            "<https://evil.example|x>", "&amp;"]
@@ -138,7 +138,25 @@ def test_any_reply_fits_slack_and_escapes_every_plain_string(parts, repeat):
     blocks = _check_limits(reply)
     joined = "\n".join(slack_texts(blocks))
     for token in re.findall(r"<[^>]*>", joined):
-        assert re.fullmatch(r"<@U[A-Z0-9]+>|<https://e\.example/p(\|[^>]*)?>", token), token
+        assert re.fullmatch(r"<@U[A-Z0-9]+>|<https://e\.example/p(\|[^>]*)?>|<!date\^00000000\^\{_\}\|[*_~`]>",
+                            token), token
+    # no formatting character of the data is left where Slack could read it as markup
+    data = re.sub(r"`[^`\n]*`", "", re.sub(r"<[^>]*>", "", joined))
+    assert not re.search(r"`|(?<![^\W_])[*_~]|[*_~](?![^\W_])", data), data
+
+
+def test_formatting_characters_of_data_are_inert_and_words_stay_as_typed():
+    blocks = render_blocks(Reply(Text("*bold* _it_ ~gone~ `code` ```block``` acct_1 2*3 ", Em("x_"), "\n> quote"),
+                                 lines=["> not a quote either", "snake_case_name and __init__"]))
+    texts = slack_texts(blocks)
+    head = texts[0]
+    for marker in "*_~`":
+        assert f"<!date^00000000^{{_}}|{marker}>" in head
+    assert "acct_1" in head and "2*3" in head  # inside a word: Slack formats nothing
+    assert "*x<!date^00000000^{_}|_>*" in head  # our own emphasis is still bold
+    assert "\n\u00ad&gt; quote" in head and texts[1].startswith("\u00ad&gt; not a quote")
+    assert "snake_case_name" in texts[1]
+    assert shown(head) == "*bold* _it_ ~gone~ `code` ```block``` acct_1 2*3 *x_*\n> quote"
 
 
 def test_message_templates_treat_values_as_data(tmp_path):
@@ -149,7 +167,8 @@ def test_message_templates_treat_values_as_data(tmp_path):
     reply = render_reply(settings, "initial_p3.md", incident=view, link="https://revops.example/i/4")
     slack = "\n".join(slack_texts(render_blocks(reply)))
     assert "checkout &lt;!channel&gt;" in slack and "&lt;https://evil.example|login&gt;" in slack
-    assert "*pay* `now`" in slack  # the value's own marks are text, not pieces (Slack may still style them)
+    # the value's own marks are text, shown as typed and inert (Slack styles nothing of them)
+    assert "*pay* `now`" not in slack and "*pay* `now`" in shown(slack)
     assert "<@U0RESPONDER>" in slack and "<https://revops.example/i/4|Incident page and timeline>" in slack
     console = render_text(reply, names={"U0RESPONDER": "Ada"})
     assert "checkout <!channel>" in console and "@Ada" in console and "<@" not in console
@@ -169,7 +188,8 @@ async def test_names_come_from_users_info_cached_and_fall_back_to_the_id(fake_sl
 
 def test_field_labels_are_emphasised_and_values_escaped():
     from bot.slack.blocks import fields_section
-    assert fields_section([("Reason", "<!here> *x*")])["fields"][0]["text"] == "*Reason*\n&lt;!here&gt; *x*"
+    assert fields_section([("Reason", "<!here> *x*")])["fields"][0]["text"] == (
+        "*Reason*\n&lt;!here&gt; <!date^00000000^{_}|*>x<!date^00000000^{_}|*>")
 
 
 async def test_slack_posts_show_people_named_without_a_notification_by_name(fake_slack):

@@ -32,24 +32,54 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Slack has no escape for its formatting characters. A `*`, `_` or `~` that could open or close
+# bold, italics or strike (one not inside a word, as in `acct_1`), and every backtick, is sent as
+# the fallback of a date token with an invalid format, which Slack shows as plain text (the
+# technique of jsx-slack's <Escape>); a `>` that would start a quote gets an invisible soft hyphen.
+_WORD_CHAR = r"[^\W_]"
+_FORMATTING = re.compile(rf"`|(?<!{_WORD_CHAR})[*_~]|[*_~](?!{_WORD_CHAR})")  # code spans start anywhere
+_QUOTE = re.compile(r"(^|\n)([ \t]*)&gt;")
+
+
+def _inert(match: re.Match) -> str:
+    return "<!date^00000000^{_}|" + match.group(0) + ">"
+
+
+def escape_plain(text: str) -> str:
+    """A plain string as Slack mrkdwn that shows it as typed: `& < >` escaped, formatting inert."""
+    text = escape(text)
+    if "*" in text or "_" in text or "~" in text or "`" in text:
+        text = _FORMATTING.sub(_inert, text)
+    if "&gt;" in text:
+        text = _QUOTE.sub("\\1\\2\u00ad&gt;", text)
+    return text
+
+
+class _Plain(str):
+    """An atom made from plain text: it may be split at its whitespace (a token never is)."""
+
+    __slots__ = ()
+
+
 def _safe_url(url: str) -> str:
     # a URL ends at `|` or `>` inside a Slack link token: keep ours whole
     return url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
 
 
 def atoms(value: Any, names: Mapping[str, str] | None = None) -> list[str]:
-    """The value as Slack mrkdwn in pieces that may be split between, never inside."""
+    """The value as Slack mrkdwn in pieces that may be split between, never inside (a plain
+    string is one piece that may also be split at its whitespace: see `split_atoms`)."""
     parts = value.parts if isinstance(value, Text) else (str(value),) if value is not None else ()
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
-            # a word is an atom; whitespace runs are where a long line may be split
-            out.extend(escape(word) for word in _WORDS.findall(part))
+            if part:
+                out.append(_Plain(escape_plain(part)))
         elif isinstance(part, User):
             if part.ping:
                 out.append(f"<@{escape(part.id)}>")
             else:
-                out.append("@" + escape(" ".join(((names or {}).get(part.id) or part.id).split())))
+                out.append("@" + escape_plain(" ".join(((names or {}).get(part.id) or part.id).split())))
         elif isinstance(part, Channel):
             out.append(f"<#{escape(part.id)}>")
         elif isinstance(part, Link):
@@ -57,30 +87,39 @@ def atoms(value: Any, names: Mapping[str, str] | None = None) -> list[str]:
                 # one line (a token is never split, and the splitter breaks at line ends)
                 label = escape(" ".join(part.label.split()).replace("|", "¦")[:300])
                 out.append(f"<{_safe_url(part.url)}|{label}>" if label else f"<{_safe_url(part.url)}>")
-            else:
-                out.extend(escape(word) for word in _WORDS.findall(str(part)))
+            elif str(part):
+                out.append(_Plain(escape_plain(str(part))))
         elif isinstance(part, Em):
             inner = atoms(part.text, names)
-            words = [i for i, a in enumerate(inner) if not a.isspace()]
+            words = [i for i, a in enumerate(inner) if a.strip()]
             if not words:
                 out.extend(inner)
                 continue
             first, last = words[0], words[-1]
-            inner[first] = "*" + inner[first]
-            inner[last] = inner[last] + "*"
+            inner[first] = _wrap(inner[first], "*", "")
+            inner[last] = _wrap(inner[last], "", "*")
             out.extend(inner)
         elif isinstance(part, Code):
             text = part.text.replace("`", "'")
             if len(text) <= 200 and "\n" not in text:
                 out.append(f"`{escape(text)}`" if text else "")
-            else:
-                out.extend(escape(word) for word in _WORDS.findall(text))
+            elif text:
+                out.append(_Plain(escape_plain(text)))
         elif isinstance(part, Icon):
             if _ICON_NAME.match(part.name):
                 out.append(f":{part.name}:")
         elif isinstance(part, Status):
             out.append(f":{STATUS_ICONS[part.level]}:")
     return [a for a in out if a]
+
+
+def _wrap(atom: str, before: str, after: str) -> str:
+    """`before` and `after` around the atom's text, inside its surrounding whitespace."""
+    core = atom.strip()
+    start = atom.index(core[0])
+    end = start + len(core)
+    wrapped = atom[:start] + before + core + after + atom[end:]
+    return _Plain(wrapped) if isinstance(atom, _Plain) else wrapped
 
 
 def mrkdwn(value: Any, names: Mapping[str, str] | None = None) -> str:
@@ -90,37 +129,80 @@ def mrkdwn(value: Any, names: Mapping[str, str] | None = None) -> str:
 def split_atoms(items: list[str], limit: int) -> list[str]:
     """Join atoms into chunks of at most `limit` characters, breaking at line ends first, then
     between words; a single word longer than `limit` (no token is) is cut between characters
-    but not inside an `&amp;`-style entity."""
+    but not inside an `&amp;`-style entity or an inert formatting character."""
+    text = "".join(items)
+    if len(text) <= limit:  # the usual case: it all fits
+        return [text.rstrip().strip("\n")] if text.strip() else []
+    # Lines, each a list of atoms (atoms are cut at their newlines: only plain text holds any).
+    lines: list[list[str]] = [[]]
+    for atom in items:
+        if "\n" in atom:
+            first, *rest = atom.split("\n")
+            if first:
+                lines[-1].append(_Plain(first))
+            for piece in rest:
+                lines.append([_Plain(piece)] if piece else [])
+        else:
+            lines[-1].append(atom)
+    chunks: list[str] = []
+    current: list[str] = []  # the lines of the chunk being filled
+    size = -1
+    for line in lines:
+        joined = "".join(line)
+        if size + 1 + len(joined) <= limit:
+            current.append(joined)
+            size += 1 + len(joined)
+            continue
+        if current:
+            chunks.append("\n".join(current))
+        if len(joined) <= limit:
+            current, size = [joined], len(joined)
+            continue
+        pieces = _split_words(line, limit)  # one line longer than a chunk: cut between words
+        chunks.extend(pieces[:-1])
+        current, size = [pieces[-1]], len(pieces[-1])
+    if current:
+        chunks.append("\n".join(current))
+    return [c.rstrip().strip("\n") for c in chunks if c.strip()]
+
+
+def _split_words(line: list[str], limit: int) -> list[str]:
+    """One line's atoms (plain ones cut into words and the whitespace between) in chunks of at most
+    `limit` characters, never cut inside a token."""
+    words: list[str] = []
+    for atom in line:
+        words.extend(_WORDS.findall(atom) if isinstance(atom, _Plain) else (atom,))
     chunks: list[str] = []
     current = ""
-    for atom in items:
-        while len(atom) > limit:  # one enormous word
-            if current:
-                chunks.append(current)
-                current = ""
-            cut = limit
-            amp = atom.rfind("&", max(0, cut - 5), cut)
-            if amp != -1 and ";" not in atom[amp:cut]:
-                cut = amp
-            chunks.append(atom[:cut])
-            atom = atom[cut:]
-        if len(current) + len(atom) > limit:
-            newline = current.rfind("\n")
-            if newline > 0 and not atom.isspace():
-                # carry the unfinished last line over, so lines are not split when they fit
-                head, tail = current[:newline], current[newline + 1:]
-                if len(tail) + len(atom) <= limit:
-                    chunks.append(head)
-                    current = tail + atom
-                    continue
+    for word in words:
+        while len(word) > limit:  # one enormous word
             if current.strip():
                 chunks.append(current.rstrip())
-            current = "" if atom.isspace() else atom
+            current = ""
+            cut = _cut_at(word, limit)
+            chunks.append(word[:cut])
+            word = word[cut:]
+        if len(current) + len(word) > limit:
+            if current.strip():
+                chunks.append(current.rstrip())
+            current = "" if word.isspace() else word
         else:
-            current += atom
-    if current.strip():
-        chunks.append(current.rstrip())
-    return [c.strip("\n") for c in chunks if c.strip()]
+            current += word
+    chunks.append(current.rstrip())
+    return [c for c in chunks if c.strip()] or [""]
+
+
+def _cut_at(word: str, limit: int) -> int:
+    """Where to cut an enormous word: at `limit`, moved back before an entity or an inert
+    formatting token it would cut."""
+    cut = limit
+    amp = word.rfind("&", max(0, cut - 5), cut)
+    if amp != -1 and ";" not in word[amp:cut]:
+        cut = amp
+    token = word.rfind("<!date^", max(0, cut - 23), cut)
+    if token != -1 and ">" not in word[token:cut]:
+        cut = token
+    return max(cut, 1)
 
 
 def section(text: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -231,7 +232,9 @@ def mrkdwn_texts(node) -> list[str]:
 
 
 def shown(text: str) -> str:
-    """Slack mrkdwn as a person reads it: the three escaped characters back (tokens stay as they are)."""
+    """Slack mrkdwn as a person reads it: the three escaped characters and the inert formatting
+    characters (bot/slack/blocks.py) back as typed; other tokens stay as they are."""
+    text = re.sub(r"<!date\^00000000\^{_}\|(.)>", r"\1", text).replace("\u00ad&gt;", "&gt;")
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
