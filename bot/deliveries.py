@@ -1,9 +1,13 @@
 """What the bot keeps about its deliveries to and from Slack:
 
-* request claims: a signed slash command or interaction is claimed by its delivery key (from
-  its signature and timestamp, and its trigger_id) in a short transaction of its own before the
-  router runs it; the same delivery replayed inside Slack's 5-minute window finds the claim and
-  does not run again, on whichever replica it lands (SPEC §10);
+* request claims: a signed slash command or interaction is claimed by its delivery keys (from
+  its signature and timestamp, and its trigger_id): first in the process (`Recent`: the same
+  delivery again on this replica is answered at once), then in the database — an action that
+  changes things in a short transaction of its own before the router runs it, a read that leaves
+  posts or timeline entries in the transaction that writes them. The same delivery replayed
+  inside Slack's 5-minute window finds the claim and does not run (or record) again, on whichever
+  replica it lands (SPEC §10). A read that records nothing is claimed only in its process: on
+  another replica it may be answered again, to the same person, changing nothing;
 * the app's state: `app_uninstalled` / `tokens_revoked` (or Slack answering a post with a dead
   token) pause sending; posts stay pending until a Slack call with the token works again;
 * a post Slack refused for good (`DeliveryFailure`), as the outbox hands it to the families'
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,6 +50,36 @@ def delivery_keys(timestamp: str | None, signature: str | None, trigger_id: str 
     return tuple(keys)
 
 
+def claim_rows(keys: tuple[str, ...], now: datetime) -> list[SlackRequestClaim]:
+    """The rows that claim a delivery (a second insert of any of them is a replay)."""
+    return [SlackRequestClaim(key=key, claimed_at=now) for key in keys]
+
+
+class Recent:
+    """The deliveries this process took inside the signature window: a replay landing on the same
+    replica is answered without a database trip (bounded; the oldest go first)."""
+
+    def __init__(self, kept: float = CLAIMS_KEPT.total_seconds(), most: int = 100_000):
+        self.kept, self.most = kept, most
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first(self, keys: tuple[str, ...]) -> bool:
+        """Take the delivery; False when any of its keys was taken inside the window."""
+        now = time.monotonic()
+        while self._seen and (len(self._seen) >= self.most or next(iter(self._seen.values())) < now - self.kept):
+            self._seen.popitem(last=False)
+        if any(key in self._seen for key in keys):
+            return False
+        for key in keys:
+            self._seen[key] = now
+        return True
+
+    def forget(self, keys: tuple[str, ...]) -> None:
+        """The delivery did not run after all (the database was down): its retry may."""
+        for key in keys:
+            self._seen.pop(key, None)
+
+
 class Claims(GroupCommit[tuple[tuple[str, ...], datetime]]):
     """Claims of deliveries, each committed before its action runs. Concurrent requests share one
     short transaction (bot/groupcommit.py): 40 grant requests at once on SQLite would otherwise
@@ -56,8 +91,7 @@ class Claims(GroupCommit[tuple[tuple[str, ...], datetime]]):
     async def store_batch(self, transaction, items) -> list[bool]:
         async with transaction() as session:
             for keys, now in items:
-                for key in keys:
-                    session.add(SlackRequestClaim(key=key, claimed_at=now))
+                session.add_all(claim_rows(keys, now))
             await session.flush()
         return [True] * len(items)
 
@@ -65,8 +99,7 @@ class Claims(GroupCommit[tuple[tuple[str, ...], datetime]]):
         keys, now = item
         try:
             async with self.db.transaction() as session:
-                for key in keys:
-                    session.add(SlackRequestClaim(key=key, claimed_at=now))
+                session.add_all(claim_rows(keys, now))
                 await session.flush()
         except IntegrityError:
             return False
@@ -184,9 +217,12 @@ def failure_words(kind: str, channel: str, author: str | None) -> str:
     return f"post to #{where}"
 
 
-def notice_text(kind: str, channel: str, author: str | None, code: str, reason: str, notes: list[str]) -> str:
-    """What the author of a refused post reads (plain words, no Slack markup)."""
+def notice_text(kind: str, channel: str, author: str | None, code: str, reason: str, notes: list[str], *,
+                automated: bool = False) -> str:
+    """What the author (or, for an automated post, its owner) of a refused post reads (plain
+    words, no Slack markup)."""
     hint = HINTS.get(code)
-    text = f"Your {failure_words(kind, channel, author)} could not be delivered: {reason}" + \
+    whose = "The automated" if automated else "Your"
+    text = f"{whose} {failure_words(kind, channel, author)} could not be delivered: {reason}" + \
         (f" ({hint})" if hint else "") + "."
     return " ".join([text, *notes])

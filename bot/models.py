@@ -110,7 +110,8 @@ class OutgoingMessage(Base):
     claimed_until: Mapped[datetime | None]
     # Who caused the post and where they asked (the router fills these): told in words when
     # Slack refuses the post for good. `on_failure`: "tell" (tell the author), "dm" (an
-    # ephemeral notice that failed is sent as a DM instead), None (nobody to tell).
+    # ephemeral notice that failed is sent as a DM instead), "owner" (an automated post: its
+    # owner, e.g. the incident's commander, is told by DM), None (nobody to tell).
     author: Mapped[str | None] = mapped_column(String(64))
     origin_channel: Mapped[str | None] = mapped_column(String(64))
     on_failure: Mapped[str | None] = mapped_column(String(16))

@@ -121,14 +121,17 @@ async def enqueue(session: AsyncSession, *, channel: str, reply: Reply, at: date
 
 
 async def post_automated(session: AsyncSession, *, channel: str | None, reply: Reply, at: datetime,
-                         ref: str | None = None) -> OutgoingMessage | None:
+                         ref: str | None = None, owner: str | None = None) -> OutgoingMessage | None:
     """A post made by automation (scheduler, probes, alerts): in panic mode it is
-    recorded as `held` and never sent. Returns the row (check `.status`)."""
+    recorded as `held` and never sent. `owner` (e.g. the incident's commander) is told by DM if
+    Slack refuses it for good — nobody typed it, so somebody must hear that it never arrived.
+    Returns the row (check `.status`)."""
     if not channel:
         return None
     reply.private = False
     panic = (await read_flags(session)).panic
-    return await enqueue(session, channel=channel, reply=reply, at=at, ref=ref, held=panic)
+    return await enqueue(session, channel=channel, reply=reply, at=at, ref=ref, held=panic, author=owner,
+                         on_failure="owner" if owner else None)
 
 
 class Deliverer:
@@ -453,14 +456,19 @@ class Deliverer:
             if note:
                 notes.append(note)
         what = failure_words(row.kind, row.channel, row.author)
-        await audit.append(session, at=now, actor=row.author or "revops", command="slack.delivery",
+        automated = row.on_failure == "owner"  # the bot's own post; its author is its owner
+        await audit.append(session, at=now, actor="revops" if automated else row.author or "revops",
+                           command="slack.delivery",
                            args={"message": row.id, "kind": row.kind, "channel": row.channel, "ref": row.ref,
                                  "error": error.code},
                            outcome="failed", channel=row.origin_channel or row.channel, surface="slack",
                            detail=f"the {what} could not be delivered: {error}"[:500], subject=row.ref)
         if not row.author or error.code == "never_posted":
             return
-        if row.on_failure == "tell":
+        if automated:
+            text = notice_text(row.kind, row.channel, row.author, error.code, str(error), notes, automated=True)
+            await enqueue(session, channel=row.author, reply=Reply(text, private=False), at=now)
+        elif row.on_failure == "tell":
             text = notice_text(row.kind, row.channel, row.author, error.code, str(error), notes)
             if row.origin_channel and row.origin_channel != row.channel and row.origin_channel[:1] in "CG":
                 await enqueue(session, channel=row.origin_channel, reply=Reply(text), at=now, kind="ephemeral",

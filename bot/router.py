@@ -19,10 +19,13 @@ Units of work (bot/db.py):
 
 Roles, dry-run, panic, replays and audit are enforced here and nowhere else. A surface that can
 be replayed (Slack: a signed request resent inside its 5-minute window) hands its delivery keys
-(`bot.deliveries.delivery_keys`); an action that changes things claims them in a short transaction
-of its own before it runs, and a delivery already claimed — by this replica or another — is
-answered "already received" without running again. (A read is not claimed: running it again
-changes nothing, and a write per quick read would cost every `help` and `credits` look a commit.)
+(`bot.deliveries.delivery_keys`). Every delivery is taken first in this process (a replay landing
+here is answered "already received" at once); an action that changes things then claims its keys
+in a short transaction of its own before it runs, and a read that leaves records claims them in
+the transaction that writes its records, so a delivery already claimed by another replica runs
+(or records) nothing again. A read that records nothing is not claimed in the database: on
+another replica it would answer the same person again and change nothing, and a commit per
+`help` would cost every quick look (SPEC §10).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
+
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, deliveries
 from .context import Context
@@ -66,6 +71,7 @@ class ActionRecord:
     summary: str
     at: datetime
     ctx: Context
+    delivery: tuple[str, ...] = ()  # a read's delivery keys, claimed with its records
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Router:
         self.services = services
         self._recording = _Recording(self)
         self._claims = deliveries.Claims(services.db)
+        self._recent = deliveries.Recent()
 
     def parse(self, text: str) -> tuple[Any, dict[str, Any]] | UsageError:
         """The command and its arguments, or what was wrong (a surface that must know, say,
@@ -130,9 +137,10 @@ class Router:
         role = role_of(services.settings.cfg.roles, actor)
         request_id = request_id or (current_request_id.get() if current_request_id.get() != "-" else uuid.uuid4().hex[:12])
         try:
+            if delivery and not self._recent.first(delivery):
+                return self._replay(name, request_id)
             if delivery and mutating and not await self._claims.claim(delivery, services.clock.now()):
-                log.info("%s: a replayed delivery, not run again (request %s)", name, request_id)
-                return self._count(Outcome(Reply(ALREADY_RECEIVED), name, "replay"))
+                return self._replay(name, request_id)
             if role < needed:
                 denied = PermissionDenied(needed.name, role.name, name)
                 async with services.db.transaction() as session:
@@ -147,8 +155,10 @@ class Router:
                 # Changes nothing: no write lock while the handler runs, however long it waits.
                 ctx, reply = await self._read(call, start)
                 record = _action(ctx, name, kind, args, reply, mutating=False, simulate=False)
+                record.delivery = delivery
                 if ctx.posts or any(recorder.wants(record) for recorder in services.recorders):
-                    await self._record_afterwards(record)
+                    if not await self._record_afterwards(record):
+                        return self._replay(name, request_id)  # another replica took it: nothing recorded
             else:
                 async with services.db.reading() as session:
                     flags = await read_flags(session)
@@ -193,6 +203,7 @@ class Router:
             return self._count(Outcome(usage_reply(exc), name, "usage"))
         except DatabaseUnavailable as exc:
             log.warning("database unavailable during %s: %s", name, exc.__cause__)
+            self._recent.forget(delivery)  # nothing was changed: a retry of this delivery may run
             return self._count(Outcome(Reply(Text(Icon("warning"), " ", exc.text)), name, "failed"))
         except RevopsError as exc:
             await self._audit_failure(name, args, actor, channel, surface, mutating, str(exc))
@@ -214,11 +225,16 @@ class Router:
                           **start)
             return ctx, await call(ctx)
 
-    async def _record_afterwards(self, record: ActionRecord) -> None:
+    def _replay(self, name: str, request_id: str) -> Outcome:
+        log.info("%s: a replayed delivery, not run again (request %s)", name, request_id)
+        return self._count(Outcome(Reply(ALREADY_RECEIVED), name, "replay"))
+
+    async def _record_afterwards(self, record: ActionRecord) -> bool:
         """What an action left to record, once its own unit of work is over: one short transaction,
         shared with the records of the actions finishing at the same time (group commit), and
-        committed before the action answers."""
-        await self._recording.submit(record)
+        committed before the action answers. False when the record's delivery had been claimed
+        already (a replay on another replica): nothing was written."""
+        return await self._recording.submit(record)
 
     async def _record(self, session, record: ActionRecord) -> None:
         """The recording point, in the unit of work that writes: posts to the outbox, the audit
@@ -269,18 +285,27 @@ class _Recording(GroupCommit[ActionRecord]):
         super().__init__(router.services.db)
         self.router = router
 
-    async def store_batch(self, transaction, records: list[ActionRecord]) -> list[None]:
+    async def store_batch(self, transaction, records: list[ActionRecord]) -> list[bool]:
         async with transaction() as session:
             for record in records:
                 await self._record(session, record)
-        return [None] * len(records)
+        return [True] * len(records)
 
-    async def store_one(self, record: ActionRecord) -> None:
-        async with self.db.transaction() as session:
-            await self._record(session, record)
+    async def store_one(self, record: ActionRecord) -> bool:
+        try:
+            async with self.db.transaction() as session:
+                await self._record(session, record)
+        except IntegrityError:
+            if not record.delivery:
+                raise
+            return False  # its delivery was claimed already: a replay, nothing of it written
+        return True
 
     async def _record(self, session, record: ActionRecord) -> None:
         record.ctx.session = session  # (the action's own unit of work is closed by now)
+        if record.delivery:
+            session.add_all(deliveries.claim_rows(record.delivery, record.at))
+            await session.flush()  # a replay fails here, before anything of it is written
         await self.router._record(session, record)
 
 

@@ -1,6 +1,7 @@
 """A signed Slack request replayed inside the signature window runs once (SPEC §10, issue 15
-item 5), on whichever replica the copy lands: the router claims its delivery keys (signature +
-timestamp, trigger_id) in the database before it runs."""
+item 5), on whichever replica the copy lands: the router takes its delivery keys (signature +
+timestamp, trigger_id) in the process, and claims them in the database before an action that
+changes things runs, or with the records a read leaves."""
 
 from __future__ import annotations
 
@@ -118,8 +119,28 @@ async def test_a_replay_landing_on_another_replica_runs_once(tmp_path, db_url, f
         two.stop()
 
 
-async def test_a_read_replayed_is_answered_again_and_claims_nothing(bot):
+async def test_a_read_replayed_on_the_same_replica_is_not_run_again_and_writes_nothing(bot):
     request = captured(bot, slash_body("help", user=RESPONDER, channel=CHANNEL, response_url=bot.response_url()))
     assert "Already received" not in replay(bot, request)
-    assert "Already received" not in replay(bot, request)
-    assert await count(bot, SlackRequestClaim) == 0
+    assert "Already received" in replay(bot, request)
+    assert await count(bot, SlackRequestClaim) == 0  # taken in the process: no commit per quick look
+
+
+async def test_a_read_that_records_replayed_on_another_replica_records_once(tmp_path, db_url, fake_slack):
+    settings = make_settings(tmp_path, db_url, fake_slack.api_url)
+    one, two = Bot(settings, fake_slack).start(), Bot(settings, fake_slack).start()
+    try:
+        await seed(one)
+        assert "declared" in one.slash_text("incident declare P2 checkout conversion down", user=RESPONDER)
+        before = await count(one, TimelineEntry)
+        # `credits` in an incident channel puts the look on the incident's timeline
+        request = captured(one, slash_body("credits acct_1", user=RESPONDER, channel=CHANNEL,
+                                           response_url=one.response_url()))
+        answers = await asyncio.gather(asyncio.to_thread(replay, one, request),
+                                       asyncio.to_thread(replay, two, request))
+        assert sorted("Already received" in a for a in answers) == [False, True], answers
+        assert await count(one, TimelineEntry) == before + 1
+        assert await count(one, SlackRequestClaim) >= 1
+    finally:
+        one.stop()
+        two.stop()

@@ -13,12 +13,14 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
+from bot.app import build_services
 from bot.billing import ledger
 from bot.clock import FakeClock
 from bot.incidents.models import TimelineEntry
 from bot.models import AuditRecord, OutgoingMessage
 from bot.outbox import PAUSE, PERMANENT, RETRY, SendError, enqueue
 from bot.reply import Reply
+from bot.scheduler import run_due
 from bot.slack.client import SlackSender
 from tests.support.harness import ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, Bot, flatten, make_settings
 from tests.support.net import free_port
@@ -177,3 +179,33 @@ async def test_the_network_failing_is_retryable_and_an_unknown_error_permanent(f
         with pytest.raises(SendError) as caught:
             await sender.post("C1", Reply("x", private=False), None)
         assert (caught.value.action, caught.value.code, str(caught.value)) == (action, error, f"Slack said {error}")
+
+
+async def test_an_automated_post_refused_for_good_tells_the_incidents_commander_by_dm(tmp_path, db_url, fake_slack):
+    """Nobody typed a cadence update: when Slack refuses it for good, the incident's commander
+    hears it by DM (issue 15 item 3); the audit record names the bot, not the commander."""
+    clock = FakeClock()
+    settings = make_settings(tmp_path, db_url, fake_slack.api_url, extra_toml="""
+[severity.P1]
+ack = "15m"
+resolve = "1h"
+revenue_update = "30s"
+""")
+    running = Bot(settings, fake_slack, clock=clock).start()
+    services = build_services(settings, clock)
+    try:
+        assert "declared" in running.slash_text("incident declare P1 checkout conversion down", user=RESPONDER)
+        assert "incident commander" in running.slash_text("incident ack", user=APPROVER)
+        await running.drain()
+        fake_slack.refuse(CHANNEL, "is_archived")
+        clock.advance(timedelta(seconds=31))
+        assert "incident:1:revenue_update" in await run_due(services)
+        await running.drain()
+        dm = (await fake_slack.wait("chat.postMessage", where=_to(APPROVER)))[0].params
+        assert f"The automated post to #{CHANNEL} could not be delivered: Slack said is_archived" in flatten(dm)
+        async with running.db() as db, db.transaction() as s:
+            audit = (await s.execute(select(AuditRecord).where(AuditRecord.command == "slack.delivery"))).scalars().all()
+        assert audit and {a.actor for a in audit} == {"revops"}
+    finally:
+        await services.db.dispose()
+        running.stop()

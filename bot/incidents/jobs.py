@@ -34,7 +34,8 @@ async def auto_post(run: JobRun, *, incident: Incident | None, channel: str | No
                     data: dict | None = None) -> bool:
     """Post (or, in panic mode, hold) an automated message and say so on the incident's timeline.
     Returns whether it will actually be posted."""
-    msg = await post_automated(run.session, channel=channel, reply=reply, at=run.now)
+    owner = (incident.commander or incident.declared_by) if incident is not None else None
+    msg = await post_automated(run.session, channel=channel, reply=reply, at=run.now, owner=owner)
     held = msg is None or msg.status == "held"
     if incident is not None:
         what = WHAT.get(kind, kind)
