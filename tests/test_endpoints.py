@@ -136,6 +136,11 @@ def test_malformed_slack_headers_get_401_in_words(bot, captured_logs, change, st
     (b"[1, 2]", "application/json", "not a Slack payload"),
     (b"payload=%7Bnot+json", "application/x-www-form-urlencoded", "not a Slack payload"),
     (b"payload=%5B%5D", "application/x-www-form-urlencoded", "not a Slack payload"),
+    # signed, but not shaped as Slack shapes an interaction (found by tests/test_fuzz_edges.py)
+    (b"payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3Anull%2C%22actions%22%3A%5B%5D%7D",
+     "application/x-www-form-urlencoded", "not a Slack payload"),
+    (b'{"type": "event_callback", "event": {"type": "app_mention", "text": ["x"]}}', "application/json",
+     "not a Slack payload"),
 ])
 def test_malformed_slack_bodies_get_400_in_words_even_when_signed(bot, captured_logs, body, content_type, words):
     headers = sign(SIGNING_SECRET, body.decode("latin-1"))

@@ -144,8 +144,14 @@ def read_event(body: bytes, now: datetime) -> dict[str, Any]:
     elif len(event["type"]) > 100:
         problems.append("its type is longer than 100 characters")
     thin = event.get("object") == "v2.core.event"
-    if not thin and not isinstance(event.get("data"), dict):
+    if not thin and not (isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)):
         problems.append("it has no data object")
+    for key in ("api_version", "account"):  # strings or absent in every Stripe event
+        if event.get(key) is not None and not isinstance(event[key], str):
+            problems.append(f"its {key} is not a string (stored as null)")
+            event[key] = None
+    if "livemode" in event and not isinstance(event["livemode"], bool):
+        problems.append("its livemode is not true or false")
     created = created_time(event.get("created"))
     if not plausible(created, now):
         problems.append(f"its created time {str(event.get('created'))[:40]!r} is not a plausible time")

@@ -32,12 +32,13 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-# Slack has no escape for its formatting characters. A `*`, `_` or `~` that could open or close
-# bold, italics or strike (one not inside a word, as in `acct_1`), and every backtick, is sent as
-# the fallback of a date token with an invalid format, which Slack shows as plain text (the
-# technique of jsx-slack's <Escape>); a `>` that would start a quote gets an invisible soft hyphen.
+# Slack has no escape for its formatting characters. A `*`, `_` or `~` that could open bold,
+# italics or strike (at the start of a word and followed by text: not `acct_1`, not `evt_…`; with
+# no opener a closing mark formats nothing), and every backtick, is sent as the fallback of a date
+# token with an invalid format, which Slack shows as plain text (the technique of jsx-slack's
+# <Escape>); a `>` that would start a quote gets an invisible soft hyphen.
 _WORD_CHAR = r"[^\W_]"
-_FORMATTING = re.compile(rf"`|(?<!{_WORD_CHAR})[*_~]|[*_~](?!{_WORD_CHAR})")  # code spans start anywhere
+_FORMATTING = re.compile(rf"`|(?<!{_WORD_CHAR})[*_~](?=\S)")  # code spans start anywhere
 _QUOTE = re.compile(r"(^|\n)([ \t]*)&gt;")
 
 

@@ -290,16 +290,46 @@ class RequestGuard:
 
 
 def _slack_payload(text: str, content_type: str | None) -> bool:
-    """Whether bolt can read it: what its `parse_body` parses must be a JSON object."""
+    """Whether bolt and the listeners can read it: what bolt's `parse_body` parses must be a JSON
+    object, shaped as Slack shapes its payloads (a signed body can still be malformed: a
+    leaked secret, a bug upstream)."""
     try:
         if content_type == "application/json" or text.startswith("{"):
-            return isinstance(json.loads(text), dict)
+            return _slack_shaped(json.loads(text))
         if "payload" in text:
             payload = dict(parse_qsl(text, keep_blank_values=True)).get("payload")
-            return payload is None or isinstance(json.loads(payload), dict)
+            return payload is None or _slack_shaped(json.loads(payload))
         return True
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
+
+
+_OBJECTS = ("user", "channel", "container", "team", "view", "message", "enterprise", "event", "authorizations")
+_STRINGS = ("type", "trigger_id", "response_url", "api_app_id", "token", "event_id", "team_id", "callback_id")
+
+
+def _slack_shaped(value) -> bool:
+    """A JSON object whose keys Slack always sends as objects or strings are objects or strings;
+    an interaction names its user, and its actions are objects with string ids and values."""
+    if not isinstance(value, dict):
+        return False
+    if any(key in value and not isinstance(value[key], (dict, list) if key == "authorizations" else dict)
+           for key in _OBJECTS):
+        return False
+    if any(key in value and not isinstance(value[key], str) for key in _STRINGS):
+        return False
+    event = value.get("event")
+    if event is not None and any(key in event and not isinstance(event[key], str)
+                                 for key in ("type", "user", "channel", "text", "ts", "thread_ts")):
+        return False
+    if value.get("type") in ("block_actions", "view_submission", "shortcut", "message_action", "block_suggestion"):
+        user = value.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return False
+    actions = value.get("actions", [])
+    return isinstance(actions, list) and all(
+        isinstance(a, dict) and all(isinstance(a.get(key, ""), str) for key in ("action_id", "value", "block_id"))
+        for a in actions)
 
 
 def _header(headers, name: bytes) -> str | None:
