@@ -21,7 +21,7 @@ def slash_envelope(envelope_id: str, text: str, user: str) -> dict:
             "token": "unused", "team_id": "T0TEST", "team_domain": "revops-test", "channel_id": "C0INCIDENT",
             "channel_name": "incident", "user_id": user, "user_name": user.lower(), "command": "/revops",
             "text": text, "api_app_id": "A0REVOPS", "response_url": "http://127.0.0.1:9/unused",
-            "trigger_id": "1.2.3",
+            "trigger_id": f"1.2.{envelope_id}",  # unique per command, as Slack makes them
         },
     }
 
