@@ -9,7 +9,8 @@ README's Performance section shows).
 endpoint, (c) health fan-out against the slowest probe, (d) the scheduler with 1,000 open
 incidents and three workers on PostgreSQL, (e) resident memory of `revops serve` after 10,000
 requests, and the hypothesis fuzzing of every sub-command and of every edge (Slack, /alerts,
-Stripe, signed links) with 10,000 examples each (`--keep-fuzz` keeps the last run's fuzzing).
+Stripe, signed links) with 10,000 examples each (`--fuzz-only` runs just those, `--keep-fuzz`
+keeps the last run's).
 """
 
 from __future__ import annotations
@@ -62,11 +63,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-fuzz", action="store_true",
                         help="keep the fuzzing figures of the last run (bench/results.json) instead of fuzzing again")
+    parser.add_argument("--fuzz-only", action="store_true", help="only the fuzzing, stored for a later --keep-fuzz")
     args = parser.parse_args()
     q = args.quick
     tmp = Path(tempfile.mkdtemp(prefix="revops-bench-"))
     results: dict = {"machine": machine(), "quick": q}
     codes = {}
+
+    if args.fuzz_only:  # the fuzzing alone, into the stored figures (a later run may --keep-fuzz)
+        last = _last(BENCH / "results.json")
+        fuzz(last, codes, 500 if q else 10_000)
+        (BENCH / "results.json").write_text(json.dumps(last, indent=2, default=str))
+        return 0 if all(c == 0 for c in codes.values()) else 1
 
     codes["ack"], _, _ = step("(a) acknowledgement latency", [
         "bench/ack_latency.py", "--db", "both", "--requests", "100" if q else "400", "--json", str(tmp / "ack.json")])
@@ -78,20 +86,12 @@ def main() -> int:
         "bench/scheduler.py", "--incidents", "200" if q else "1000", "--json", str(tmp / "scheduler.json")])
     codes["memory"], _, _ = step("(e) memory", [
         "bench/memory.py", "--requests", "1000" if q else "10000", "--json", str(tmp / "memory.json")])
-    examples = 500 if q else 10_000
     stored = BENCH / "results.json"
     last = _last(stored)
     if args.keep_fuzz and last.get("fuzz") and last.get("fuzz_edges"):
         results["fuzz"], results["fuzz_edges"] = last["fuzz"], last["fuzz_edges"]
     else:
-        codes["fuzz"], out, secs = step("fuzzing", ["-m", "pytest", "-q", "-p", "no:warnings", "tests/test_fuzz.py"],
-                                        env={"REVOPS_FUZZ_EXAMPLES": str(examples)})
-        results["fuzz"] = {"examples": examples, "passed": codes["fuzz"] == 0, "seconds": round(secs, 1)}
-        # every edge the outside world reaches, on SQLite (CI runs a few hundred on both databases)
-        codes["fuzz_edges"], out, secs = step("fuzzing the edges", [
-            "-m", "pytest", "-q", "-p", "no:warnings", "tests/test_fuzz_edges.py", "-k", "sqlite"],
-            env={"REVOPS_FUZZ_EXAMPLES": str(examples)})
-        results["fuzz_edges"] = {"examples": examples, "passed": codes["fuzz_edges"] == 0, "seconds": round(secs, 1)}
+        fuzz(results, codes, 500 if q else 10_000)
 
     for key, name in (("ack_latency", "ack"), ("health_fanout", "health"), ("scheduler", "scheduler"),
                       ("memory", "memory")):
@@ -165,6 +165,18 @@ def markdown(r: dict) -> str:
                      f"(SQLite) | {f['examples']} examples each | — | {'passed' if f['passed'] else 'FAILED'} | "
                      f"never a 5xx, nothing logged above WARNING |")
     return "\n".join(lines) + "\n"
+
+
+def fuzz(results: dict, codes: dict, examples: int) -> None:
+    """The hypothesis runs: every sub-command, then every edge (on SQLite; CI runs a few hundred
+    examples of each on both databases)."""
+    codes["fuzz"], _, secs = step("fuzzing", ["-m", "pytest", "-q", "-p", "no:warnings", "tests/test_fuzz.py"],
+                                  env={"REVOPS_FUZZ_EXAMPLES": str(examples)})
+    results["fuzz"] = {"examples": examples, "passed": codes["fuzz"] == 0, "seconds": round(secs, 1)}
+    codes["fuzz_edges"], _, secs = step("fuzzing the edges", [
+        "-m", "pytest", "-q", "-p", "no:warnings", "tests/test_fuzz_edges.py", "-k", "sqlite"],
+        env={"REVOPS_FUZZ_EXAMPLES": str(examples)})
+    results["fuzz_edges"] = {"examples": examples, "passed": codes["fuzz_edges"] == 0, "seconds": round(secs, 1)}
 
 
 def _last(stored: Path) -> dict:
