@@ -139,6 +139,8 @@ def test_malformed_slack_headers_get_401_in_words(bot, captured_logs, change, st
     # signed, but not shaped as Slack shapes an interaction (found by tests/test_fuzz_edges.py)
     (b"payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3Anull%2C%22actions%22%3A%5B%5D%7D",
      "application/x-www-form-urlencoded", "not a Slack payload"),
+    (b"payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U0ADMIN%22%7D%2C%22actions%22%3A%5B%5D%7D",
+     "application/x-www-form-urlencoded", "not a Slack payload"),
     (b'{"type": "event_callback", "event": {"type": "app_mention", "text": ["x"]}}', "application/json",
      "not a Slack payload"),
 ])

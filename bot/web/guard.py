@@ -327,6 +327,8 @@ def _slack_shaped(value) -> bool:
         if not isinstance(user, dict) or not isinstance(user.get("id"), str):
             return False
     actions = value.get("actions", [])
+    if value.get("type") == "block_actions" and not actions:
+        return False  # Slack sends the action clicked (bolt reads the first)
     return isinstance(actions, list) and all(
         isinstance(a, dict) and all(isinstance(a.get(key, ""), str) for key in ("action_id", "value", "block_id"))
         for a in actions)
