@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import func, select
 
 from .models import ConsoleButton
-from .outbox import Deliverer
+from .outbox import Deliverer, FileReply
 from .render_text import render_text
 from .reply import Reply
 from .router import Router
 from .runtime import Runtime
 
 DEFAULT_CHANNEL = "C0CONSOLE"
+FILES_DIR = Path(tempfile.gettempdir()) / "revops-files"  # where a file posted from the console is written
 
 
 class ConsoleSender:
@@ -30,6 +33,16 @@ class ConsoleSender:
         numbers = await self.console.remember_buttons(reply, channel)
         names = await self.console.names(reply)
         self.console.write(f"→ posted to #{channel}:\n" + _indent(render_text(reply, numbers, names)))
+        return f"console.{channel}"
+
+    async def upload(self, channel: str, reply: FileReply, thread_ts: str | None) -> str:
+        """A file "posted" to a channel (an export): written to disk, its path printed."""
+        folder = FILES_DIR / channel
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / Path(reply.filename).name
+        path.write_text(reply.content, encoding="utf-8", newline="")
+        names = await self.console.names(reply)
+        self.console.write(f"→ file posted to #{channel}: {path}\n" + _indent(render_text(reply, [], names)))
         return f"console.{channel}"
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None:

@@ -37,6 +37,7 @@ import os
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Iterable, Protocol
 
@@ -76,6 +77,17 @@ class SendError(Exception):
         self.retry = self.action == RETRY
         self.code = code or message
         self.retry_after = retry_after  # Slack's Retry-After (seconds): how long the channel sleeps
+
+
+@dataclass
+class FileReply(Reply):
+    """A file posted to a channel (outbox kind "file"): the reply is its comment. A sender with
+    `upload(channel, reply, thread_ts)` uploads it (Slack: files.getUploadURLExternal, the upload,
+    files.completeUploadExternal; the console writes it to disk); one without posts the comment."""
+
+    filename: str = "file.txt"
+    title: str = ""
+    content: str = ""
 
 
 class Sender(Protocol):
@@ -374,7 +386,7 @@ class Deliverer:
             return False, None
         msg, maybe_sent = claimed
         wait: float | None = self.interval
-        reply = Reply.from_dict(msg.reply)
+        reply = (FileReply if msg.kind == "file" else Reply).from_dict(msg.reply)
         ts: str | None = None
         error: SendError | None = None
         try:
@@ -396,6 +408,10 @@ class Deliverer:
                     await ephemeral(msg.channel, msg.author, reply)
                 else:
                     ts = await self.sender.post(msg.author, reply, None)
+            elif msg.kind == "file":  # at least once: an upload carries no metadata to find it by
+                upload = getattr(self.sender, "upload", None)
+                ts = await (upload(msg.channel, reply, msg.thread_ts) if upload is not None
+                            else self.sender.post(msg.channel, reply, msg.thread_ts))
             elif getattr(self.sender, "find_post", None) is not None:
                 ts = await self._posted_already(msg) if maybe_sent else None
                 if ts is not None:

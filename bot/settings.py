@@ -186,6 +186,11 @@ class AlertsSection(_Section):
     dedupe_window: Delay = timedelta(minutes=10)
 
 
+class ExportsSection(_Section):
+    # `export …` CSVs: false leaves the email column present but blank (and blanks emails in free text).
+    include_email: bool = False
+
+
 class Invariant(_Section):
     """A finance lineage invariant (`[[invariants]]`): checked on every applied Stripe event of
     its types. `field` is a dotted path into the event's object (`metadata.provider_fee_pct`),
@@ -254,6 +259,7 @@ class FileConfig(_Section):
     escalation: dict[str, EscalationLevel] = {}
     health: HealthSection = HealthSection()
     alerts: AlertsSection = AlertsSection()
+    exports: ExportsSection = ExportsSection()
     services: list[ServiceCheck] = []
     invariants: list[Invariant] = []  # finance lineage (bot/billing/lineage.py)
 

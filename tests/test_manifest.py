@@ -36,6 +36,10 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.replies": ("channels:history",),
     "conversations.members": ("channels:read",),
     "reactions.add": ("reactions:write",),
+    # exports: slack_sdk's files_upload_v2 = files.getUploadURLExternal + files.completeUploadExternal
+    "files.upload.v2": ("files:write",),
+    "files.getUploadURLExternal": ("files:write",),
+    "files.completeUploadExternal": ("files:write",),
     "views.open": (),
     "views.publish": (),
     "auth.test": (),  # no scope
@@ -55,7 +59,7 @@ EVENT_SCOPES: dict[str, tuple[str, ...]] = {
 }
 
 # client.chat_postMessage(, .users_info(, api_call("users.info"
-_CALL = re.compile(r"\.(chat|users|conversations|reactions|views|auth|apps|pins|files|team|bots)_([A-Za-z_]+)\(")
+_CALL = re.compile(r"\.(chat|users|conversations|reactions|views|auth|apps|pins|files|team|bots)_([A-Za-z0-9_]+)\(")
 _API_CALL = re.compile(r"api_call\(\s*[\"']([a-z]+\.[A-Za-z.]+)[\"']")
 _EVENT = re.compile(r"@app\.event\(\s*[\"']([a-z_]+)[\"']")
 _COMMAND = re.compile(r"@app\.command\(\s*[\"'](/[a-z-]+)[\"']")
@@ -91,7 +95,7 @@ def load(kind: str) -> dict:
 
 def test_the_scan_sees_the_calls_the_code_makes():
     methods, events, commands = code_uses()
-    assert {"chat.postMessage", "chat.update", "chat.postEphemeral", "auth.test"} <= methods
+    assert {"chat.postMessage", "chat.update", "chat.postEphemeral", "auth.test", "files.upload.v2"} <= methods
     assert {"app_mention", "app_uninstalled", "tokens_revoked"} <= events
     assert commands == {"/revops"}
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from commands import credits, customer, events, invoice, lineage, receivables, reconcile, replay, sync, trace
+from commands import credits, customer, events, export, invoice, lineage, receivables, reconcile, replay, sync, trace
 
 from ..family import Family
 from ..services import Services
 from .demo import BILLING_TOUR, seed_billing
+from .export_routes import router as export_router
 from .invoice_jobs import INVOICE_JOBS
 from .routes import router
 from .stripe_client import StripeClient
@@ -21,8 +22,9 @@ def attach_stripe(services: Services) -> None:
 family = Family(
     "billing",
     commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands,
-              events.commands, trace.commands, lineage.commands, invoice.commands, receivables.commands),
-    routes=(router,),  # POST /webhooks/stripe
+              events.commands, trace.commands, lineage.commands, invoice.commands, receivables.commands,
+              export.commands),
+    routes=(router, export_router),  # POST /webhooks/stripe, GET /exports/{id}.csv
     seeders=(seed_billing,),
     tour=tuple(BILLING_TOUR),
     setup=attach_stripe,

@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..outbox import PAUSE, PERMANENT, RETRY, SendError
+from ..outbox import PAUSE, PERMANENT, RETRY, FileReply, SendError
 from ..names import Names
 from ..reply import Reply
 from ..settings import Settings
@@ -105,6 +105,19 @@ class SlackSender:
         except Exception as exc:
             raise classify(exc) from None
         return resp["ts"]
+
+    async def upload(self, channel: str, reply: FileReply, thread_ts: str | None) -> str:
+        """A file in the channel, the reply as its comment: slack_sdk's files_upload_v2 makes Slack's
+        external upload (files.getUploadURLExternal, the POST to the URL it returns,
+        files.completeUploadExternal; files:write). Returns the file's id."""
+        names = await self._names(reply)
+        try:
+            resp = await self.client.files_upload_v2(channel=channel, content=reply.content.encode("utf-8"),
+                                                     filename=reply.filename, title=reply.title or reply.filename,
+                                                     initial_comment=fallback_text(reply, names), thread_ts=thread_ts)
+        except Exception as exc:
+            raise classify(exc) from None
+        return str((resp.get("file") or {}).get("id") or "")
 
     async def find_post(self, channel: str, outbox_id: int, oldest: datetime) -> str | None:
         """The ts of the bot's message carrying `outbox_id` posted in `channel` since `oldest`

@@ -45,7 +45,7 @@ def test_preflight_good_configuration(bot, fake_slack):
     for name, words in [("settings", "all 5 required secrets set"), ("webhook secret", "STRIPE_WEBHOOK_SECRET set"),
                         ("stripe key mode", "test key, REVOPS_ENV=development"), ("migrations", "at head"),
                         ("dry-run", "off"), ("panic", "off"), ("roles", "1 admin(s), 3 people can approve"),
-                        ("templates", ""), ("slack", "all 7 manifest scopes granted"), ("health checks", "")]:
+                        ("templates", ""), ("slack", "all 8 manifest scopes granted"), ("health checks", "")]:
         assert words in check_line(report, name)
     assert "SLACK_BOT_TOKEN\nset" in report and "SLACK_APP_TOKEN\nmissing" in report
     assert_no_secrets(fake_slack.everything_sent())

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history"  # as manifest.json asks
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history,files:write"  # as manifest.json asks
 
 
 @dataclass
@@ -54,8 +54,14 @@ class FakeSlack:
         self._channel_retry_after: dict[str, int] = {}
         self._respond_failures: list[tuple[int, str]] = []
         self.revoked: str | None = None  # every call with the token answers this error (token_revoked)
+        # External file upload: files.getUploadURLExternal hands out /upload/{file_id}, its POST body is
+        # kept in `uploads`, files.completeUploadExternal shares it: `files` (channel, title, comment, bytes).
+        self.uploads: dict[str, bytes] = {}
+        self.files: list[dict[str, Any]] = []
+        self._file_ids = itertools.count(1)
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
+            Route("/upload/{file_id}", self._upload, methods=["POST"]),
             Route("/respond/{key}", self._respond, methods=["POST"]),
         ])
         self.live = LiveServer(app)
@@ -86,6 +92,8 @@ class FakeSlack:
             self._channel_retry_after.clear()
             self._respond_failures.clear()
             self.revoked = None
+            self.uploads.clear()
+            self.files.clear()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -264,6 +272,22 @@ class FakeSlack:
                     message["metadata"] = metadata
                 messages.append(message)
             return JSONResponse({"ok": True, "messages": messages, "has_more": False})
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._file_ids):08d}"
+            return JSONResponse({"ok": True, "file_id": file_id, "upload_url": f"{self.url}/upload/{file_id}"})
+        if method == "files.completeUploadExternal":
+            listed = params.get("files") or "[]"
+            listed = json.loads(listed) if isinstance(listed, str) else listed
+            shared = []
+            with self._lock:
+                for item in listed:
+                    if item.get("id") not in self.uploads:
+                        return JSONResponse({"ok": False, "error": "invalid_arguments"})
+                    shared.append({"id": item["id"], "title": item.get("title"), "channel": params.get("channel_id"),
+                                   "initial_comment": params.get("initial_comment"),
+                                   "thread_ts": params.get("thread_ts"), "content": self.uploads[item["id"]]})
+                self.files.extend(shared)
+            return JSONResponse({"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]})
         if method == "users.info":
             user = params.get("user", "")
             if user not in self.users:
@@ -272,6 +296,12 @@ class FakeSlack:
                                                       "profile": {"display_name": self.users[user],
                                                                   "real_name": self.users[user]}}})
         return JSONResponse({"ok": True})
+
+    async def _upload(self, request: Request) -> Response:
+        body = await request.body()
+        with self._lock:
+            self.uploads[request.path_params["file_id"]] = body
+        return Response(f"OK - {len(body)}")
 
     async def _respond(self, request: Request) -> Response:
         params = await self._params(request)
