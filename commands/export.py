@@ -31,7 +31,7 @@ def window(since: timedelta) -> str:
 USAGE = "export <" + "|".join(exports.KINDS) + "> [--since DURATION]"
 
 
-@commands.command(USAGE, role=Role.approver, mutating=True, dry_run="exempt",
+@commands.command(USAGE, role=Role.approver, mutating=True, dry_run="exempt", slow=True,
                   summary="a CSV of customers, payments, invoices, the ledger, the audit log or the webhook log, "
                           "posted to the channel and behind a signed link for 24 h",
                   examples=["export payments --since 7d", "export customers"])
