@@ -1,6 +1,7 @@
 """`revops exec`, `revops click` and `revops console`: the same router without Slack."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -64,4 +65,11 @@ def test_demo_runs_the_tour_on_a_fresh_sqlite_file(tmp_path):
     assert "revops demo" in out.stdout
     assert "Panic mode is now on" in out.stdout
     assert "audit chain verifies" in out.stdout
+    # the billing operations of the tour: receivables, an invoice retry (answered in words without
+    # a Stripe key), an export written to a file, a lineage violation
+    assert "1. in_DEMOada0002 ada@example.com" in out.stdout
+    assert "Stripe is not configured (STRIPE_SECRET_KEY is missing); nothing was changed" in out.stdout
+    exported = re.search(r"file posted to #C0CONSOLE: (\S+\.csv)", out.stdout)
+    assert exported and open(exported.group(1), encoding="utf-8").readline().startswith("id,name,email")
+    assert "1 violated" in out.stdout and "trace evt_DEMOfeewrong" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr

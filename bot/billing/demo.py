@@ -72,5 +72,6 @@ BILLING_TOUR: list[tuple[str, str]] = [
     ("U0VIEWER", "/revops trace evt_DEMOfeewrong"),
     ("U0VIEWER", "/revops receivables"),  # the priority collection list, from the mirror
     ("U0VIEWER", "/revops invoice in_DEMOada0002"),  # the mirror's side (Stripe's needs a key)
+    ("U0RESPONDER", "/revops invoice retry in_DEMOada0002"),  # a retry asks Stripe: answered in words without a key
     ("U0APPROVER", "/revops export customers"),  # a CSV: written to a file here, uploaded in Slack
 ]
