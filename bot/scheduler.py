@@ -13,7 +13,8 @@ all in one commit. So:
 
 The core knows no job kind. Families declare theirs (`JobKind`) in their registration
 (`bot/<family>/family.py`); the composition root (bot/app.py) hands them to `Scheduler`.
-A kind with `every` is a global job: one row, created by the first tick. Other kinds are
+A kind with `every` is a global job: one row, created by the first tick; so is a kind with `at`
+(a calendar slot, e.g. "mon 09:00": the next slot after a time, from the settings). Other kinds are
 scheduled by their family with `upsert_job` (per incident, per alert...). A job function
 receives a `JobRun` and returns None (next slot), DONE (stop) or a datetime (run next then).
 """
@@ -77,6 +78,7 @@ class JobKind:
     name: str
     run: Callable[[JobRun], Awaitable[JobResult]]
     every: timedelta | Callable[[Settings], timedelta | None] | None = None
+    at: Callable[[Settings, datetime], datetime | None] | None = None
     after_claim: bool = False
     start_now: bool = False
     # What the run locks before it claims its job row, given the job's `incident_id`: a job and a
@@ -86,7 +88,7 @@ class JobKind:
 
     @property
     def global_job(self) -> bool:
-        return self.every is not None
+        return self.every is not None or self.at is not None
 
     def every_for(self, settings: Settings) -> timedelta | None:
         return self.every(settings) if callable(self.every) else self.every
@@ -121,6 +123,16 @@ async def stop_jobs(session: AsyncSession, *, incident_id: int | None = None, ke
     await session.execute(stmt.values(status=DONE))
 
 
+def next_slot(at: Callable[[Settings, datetime], datetime | None], settings: Settings, due_at: datetime,
+              now: datetime) -> tuple[datetime | None, int]:
+    """A calendar job's first slot after `now`, and how many of its slots passed unrun."""
+    missed, slot = 0, at(settings, due_at)
+    while slot is not None and slot <= now and missed < DRAIN_ROUNDS:
+        missed += 1
+        slot = at(settings, slot)
+    return at(settings, now), missed
+
+
 def next_due(due_at: datetime, every: timedelta | None, now: datetime) -> tuple[datetime | None, int]:
     """The first slot after `now` on the job's cadence, and how many slots were missed."""
     if every is None or every.total_seconds() <= 0:
@@ -152,6 +164,9 @@ class Scheduler:
         for kind in self.kinds.values():
             if not kind.global_job:
                 continue
+            if kind.at is not None:
+                await self._ensure_calendar_job(services, kind, now)
+                continue
             every = kind.every_for(services.settings)
             key = f"global:{kind.name}"
             async with services.db.transaction() as session:
@@ -173,6 +188,27 @@ class Scheduler:
                                                  runs=0, status="active", every_seconds=every.total_seconds()))
                 except IntegrityError:
                     pass  # another worker created it at the same moment
+
+    async def _ensure_calendar_job(self, services: "Services", kind: JobKind, now: datetime) -> None:
+        """A calendar kind's row, due at its next slot; a slot the settings moved is followed (a
+        slot already passed is kept: it runs once, as a catch-up); disabled: stopped."""
+        key = f"global:{kind.name}"
+        first = kind.at(services.settings, now)
+        async with services.db.transaction() as session:
+            existing = (await session.execute(select(ScheduledJob).where(ScheduledJob.key == key))).scalar_one_or_none()
+            if existing is not None:
+                if first is None:
+                    existing.status = DONE
+                elif existing.status != "active" or (existing.due_at > now and existing.due_at != first):
+                    existing.status, existing.due_at, existing.every_seconds = "active", first, None
+                return
+            if first is None:
+                return
+            try:
+                async with session.begin_nested():
+                    session.add(ScheduledJob(key=key, kind=kind.name, due_at=first, runs=0, status="active"))
+            except IntegrityError:
+                pass  # another worker created it at the same moment
 
     async def run_due(self, services: "Services", limit: int = 100) -> list[str]:
         """Run each job due now once (at most `limit`); returns the keys of the jobs that ran
@@ -237,8 +273,11 @@ class Scheduler:
                 log.warning("no handler for scheduled job kind %s (job %s); retrying later", job.kind, job.id)
                 job.due_at = now + RETRY_AFTER_ERROR
                 return None
-            every = timedelta(seconds=job.every_seconds) if job.every_seconds else None
-            slot, missed = next_due(job.due_at, every, now)
+            if kind.at is not None:
+                slot, missed = next_slot(kind.at, services.settings, job.due_at, now)
+            else:
+                every = timedelta(seconds=job.every_seconds) if job.every_seconds else None
+                slot, missed = next_due(job.due_at, every, now)
             run = JobRun(services, session, job, now, missed)
             # The job's posts, timeline entries and the move to its next slot commit together.
             result = None if kind.after_claim else await kind.run(run)

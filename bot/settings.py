@@ -7,9 +7,10 @@ line that names the key and what is wrong (`SettingsError`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -237,6 +238,52 @@ class Invariant(_Section):
         return next(name for name in ("equals", "between", "present", "ratio_of") if getattr(self, name) is not None)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class WeeklyAt:
+    """A time of the week in UTC (`[reconcile] weekly = "mon 09:00"`)."""
+
+    weekday: int  # 0 = Monday
+    hour: int
+    minute: int
+
+    def __str__(self) -> str:
+        return f"{WEEKDAYS[self.weekday]} {self.hour:02d}:{self.minute:02d}"
+
+    def next_after(self, when: datetime) -> datetime:
+        """The first such moment strictly after `when` (an aware datetime; the answer is UTC)."""
+        when = when.astimezone(timezone.utc)
+        day = when.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
+        slot = day + timedelta(days=(self.weekday - day.weekday()) % 7)
+        return slot if slot > when else slot + timedelta(days=7)
+
+
+_WEEKLY = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+def parse_weekly(value: object) -> WeeklyAt | None:
+    """`"mon 09:00"` (UTC; day names mon…sun), or `"off"` / `false` / `""` for no weekly post."""
+    if isinstance(value, WeeklyAt) or value is None:
+        return value
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("", "off", "none", "never")):
+        return None
+    match = _WEEKLY.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        shown = repr(value)[:40]
+        raise ValueError(f'expected "ddd HH:MM" in UTC such as "mon 09:00" (mon…sun, 24-hour clock), '
+                         f'or "off"; got {shown}')
+    return WeeklyAt(WEEKDAYS.index(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+class ReconcileSection(_Section):
+    # The weekly credit-usage and revenue reconciliation post (UTC); None: no weekly post.
+    weekly: Annotated[WeeklyAt | None, BeforeValidator(parse_weekly)] = WeeklyAt(0, 9, 0)
+    # Flag an account whose credit use this week is more than this many times last week's.
+    usage_jump: float = Field(default=3, gt=1, le=1000)
+
+
 class ServiceCheck(_Section):
     name: str
     env: str = "production"
@@ -260,6 +307,7 @@ class FileConfig(_Section):
     health: HealthSection = HealthSection()
     alerts: AlertsSection = AlertsSection()
     exports: ExportsSection = ExportsSection()
+    reconcile: ReconcileSection = ReconcileSection()
     services: list[ServiceCheck] = []
     invariants: list[Invariant] = []  # finance lineage (bot/billing/lineage.py)
 

@@ -1,5 +1,7 @@
 """`reconcile [--days N]`: Stripe against the bot — active subscriptions, missed events,
 per-day event counts, freshness — with a **Replay N missed events** button for an approver.
+`reconcile --weekly`: credits spent per account this week against last, and paid revenue per day
+(mirror against Stripe) with a **Sync** button per day that differs (an approver's, as Replay).
 
 `bot.billing.reconcile` computes; `bot.billing.views` renders the report (here and in the
 scheduler's daily post to the incident channel, `views.daily_reconcile`)."""
@@ -7,8 +9,10 @@ scheduler's daily post to the incident channel, `views.daily_reconcile`)."""
 from datetime import datetime, timezone
 
 from bot.billing import reconcile as billing_reconcile
+from bot.billing import weekly as billing_weekly
 from bot.billing.policy import EventPolicy
 from bot.billing.views import reconcile_reply
+from bot.billing.weekly_views import sync_day_reply, sync_sentence, weekly_reply
 from bot.context import Context
 from bot.errors import UsageError
 from bot.registry import CommandSet
@@ -59,3 +63,23 @@ async def replay_missed(ctx: Context, value: str) -> Reply:
         footer = Text(f"Showing the newest {SHOW} of {len(summary.results)} replayed events — what still fails: ",
                       Code("/revops replay failed"), "; compare again: ", Code("/revops reconcile"))
     return Reply(sentence, lines=lines, footer=footer, replace=True, private=False)
+
+
+@commands.command("reconcile --weekly", summary="credits spent per account this week vs last (top 10, usage jumps), "
+                  "paid revenue per day mirror vs Stripe, Sync for the days that differ",
+                  role=Role.responder, slow=True, examples=["reconcile --weekly"])
+async def reconcile_weekly(ctx: Context, args: dict) -> Reply:
+    report = await billing_weekly.weekly(ctx.session, stripe_of(ctx), now=ctx.now,
+                                         usage_jump=ctx.settings.cfg.reconcile.usage_jump)
+    return weekly_reply(report)
+
+
+@commands.action("sync_day", role=Role.approver, slow=True)
+async def sync_day(ctx: Context, value: str) -> Reply:
+    """The weekly reconcile's **Sync YYYY-MM-DD**: that day's invoices from Stripe into the mirror."""
+    day = billing_weekly.parse_day(value)
+    if day is None:
+        raise UsageError(Text("this button is malformed; run ", Code("/revops reconcile --weekly"), " again"))
+    result = await billing_weekly.sync_day(ctx.session, stripe_of(ctx), day, now=ctx.now)
+    ctx.note(subject=f"invoices:{day:%Y-%m-%d}", detail=sync_sentence(result))
+    return sync_day_reply(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..billing.views import daily_reconcile as reconcile_last_day
+from ..billing.weekly_views import weekly_reconcile as reconcile_last_week
 from ..outbox import post_automated
 from ..render_text import plain_text
 from ..reply import Reply
@@ -27,6 +28,7 @@ WHAT = {
     "update_reminder": "update reminder",
     "escalation": "escalation",
     "daily_reconcile": "daily reconcile",
+    "weekly_reconcile": "weekly reconcile",
 }
 
 
@@ -149,18 +151,33 @@ async def _escalate_alert(run: JobRun, alert_id: int):
     return alert.received_at + levels[alert.escalation_level][1].after
 
 
-async def daily_reconcile(run: JobRun):
-    """The billing issue's daily reconcile, posted to the incident channel (held in panic mode)."""
+async def _reconcile_post(run: JobRun, make_reply, kind: str):
+    """A billing reconcile, posted to the incident channel (held in panic mode)."""
     services = run.services
     if services.stripe is None or not getattr(services.stripe, "configured", True):
         return None
-    reply = await reconcile_last_day(services)
+    reply = await make_reply(services)
     channel = run.settings.cfg.slack.incident_channel
     async with services.db.transaction() as session:
         open_here = await service.open_incident_in(session, channel)
         inner = JobRun(services, session, run.job, run.now, run.missed)
-        await auto_post(inner, incident=open_here, channel=channel, reply=reply, kind="daily_reconcile")
+        await auto_post(inner, incident=open_here, channel=channel, reply=reply, kind=kind)
     return None
+
+
+async def daily_reconcile(run: JobRun):
+    """The billing issue's daily reconcile."""
+    return await _reconcile_post(run, reconcile_last_day, "daily_reconcile")
+
+
+async def weekly_reconcile(run: JobRun):
+    """Issue 18's weekly reconcile (credit usage, paid revenue per day), at `[reconcile] weekly`."""
+    return await _reconcile_post(run, reconcile_last_week, "weekly_reconcile")
+
+
+def weekly_slot(settings, after):
+    weekly = settings.cfg.reconcile.weekly
+    return weekly.next_after(after) if weekly is not None else None
 
 
 INCIDENT_JOBS = (
@@ -172,4 +189,6 @@ INCIDENT_JOBS = (
     JobKind("escalation", escalation, lock_first=service.lock_incident),
     # Stripe is read after the claim commits: no transaction open while it is waited on.
     JobKind("daily_reconcile", daily_reconcile, every=timedelta(days=1), after_claim=True),
+    # On the calendar: the next `[reconcile] weekly` slot ("mon 09:00" UTC); "off" stops it.
+    JobKind("weekly_reconcile", weekly_reconcile, at=weekly_slot, after_claim=True),
 )

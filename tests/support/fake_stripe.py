@@ -108,10 +108,17 @@ class FakeStripe:
         return JSONResponse({"object": "list", "data": [], "has_more": False, "url": request.url.path})
 
     async def _invoice_list(self, request: Request) -> JSONResponse:
-        customer = request.query_params.get("customer")
+        query = request.query_params
+        customer, status = query.get("customer"), query.get("status")
+        created = {op: int(query[f"created[{op}]"]) for op in ("gt", "gte", "lt", "lte") if f"created[{op}]" in query}
+        bounds = {"gt": lambda c, v: c > v, "gte": lambda c, v: c >= v, "lt": lambda c, v: c < v,
+                  "lte": lambda c, v: c <= v}
         with self._lock:
-            self.calls.append(StripeCall("GET", request.url.path, dict(request.query_params), None))
-            found = [i for i in self.invoices.values() if customer is None or i.get("customer") == customer]
+            self.calls.append(StripeCall("GET", request.url.path, dict(query), None))
+            found = [copy.deepcopy(i) for i in self.invoices.values()
+                     if (customer is None or i.get("customer") == customer)
+                     and (status is None or i.get("status") == status)
+                     and all(bounds[op](i.get("created", 0), v) for op, v in created.items())]
         found.sort(key=lambda i: i.get("created", 0), reverse=True)
         return JSONResponse({"object": "list", "data": found, "has_more": False, "url": "/v1/invoices"})
 
