@@ -170,6 +170,16 @@ def as_id(raw: str | None) -> int | None:
     return int(text)
 
 
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>|@([A-Z0-9]+)")
+
+
+def as_user(raw: str | None) -> str | None:
+    """A Slack user written as Slack sends a mention (`<@U0ABC|ada>`, escaped commands) or by hand
+    (`@U0ABC`); None when it is not one."""
+    match = _MENTION.fullmatch((raw or "").strip())
+    return (match.group(1) or match.group(2)) if match else None
+
+
 def _convert(label: str, kind: str, raw: str) -> Any:
     if kind == "int":
         if not re.fullmatch(r"\+?[0-9]+", raw):

@@ -1,20 +1,17 @@
 """`audit [account|@user] [--since 24h]`: the audit log, filtered, and whether its chain verifies."""
 
-import re
 from datetime import timedelta
 
 from bot import audit as audit_log
 from bot.context import Context
 from bot.family import Family
+from bot.grammar import as_user
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
 from bot.text import Code, Em, Status, Text, User, clip
 
 commands = CommandSet("audit")
-
-_MENTION = re.compile(r"^<@([A-Z0-9]+)(?:\|[^>]*)?>$|^@([A-Z0-9]+)$")
-
 
 @commands.command("audit [target] [--since DURATION] [--limit N]", summary="the audit log, filtered by account or @user",
                   role=Role.approver)
@@ -24,10 +21,8 @@ async def show_audit(ctx: Context, args: dict) -> Reply:
     limit = max(1, min(args.get("limit", 20), 100))
     actor = subject = None
     if target:
-        match = _MENTION.match(target)
-        if match:
-            actor = match.group(1) or match.group(2)
-        else:
+        actor = as_user(target)
+        if actor is None:
             subject = target
     # An account by any of its names (id, cus_…, email): the families' aliases providers know them.
     names = await ctx.services.names_of(ctx.session, subject) if subject else None

@@ -15,10 +15,10 @@ from sqlalchemy import bindparam, select
 from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import Conflict, NotFound, UsageError
-from bot.grammar import as_id
+from bot.grammar import as_id, as_user
 from bot.incidents import links, service
 from bot.incidents.impact import Impact, parse_figures
-from bot.incidents.models import Alert, Incident
+from bot.incidents.models import ROLES, Alert, Incident, role_holders
 from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
 from bot.models import ScheduledJob
 from bot.registry import CommandSet
@@ -105,8 +105,16 @@ def _view(ctx: Context, incident: Incident) -> dict:
 def _announce(ctx: Context, incident: Incident, event: str, **extra) -> None:
     reply = render_reply(ctx.settings, "announcement.md", incident=_view(ctx, incident), event=event,
                          actor=ctx.actor, text=extra.pop("text", None), old_severity=extra.pop("old_severity", None),
-                         link=extra.pop("link", None), now=fmt_time(ctx.now))
+                         link=extra.pop("link", None), now=fmt_time(ctx.now), **extra)
     ctx.post(incident.channel, reply)
+
+
+def _brief(ctx: Context, incident: Incident, role: str, holder: str) -> None:
+    """The new holder of `role` gets that role's checklist by DM (templates/role_<role>.md)."""
+    reply = render_reply(ctx.settings, f"role_{role}.md", incident=_view(ctx, incident),
+                         assigned_by=ctx.actor if ctx.actor != holder else None,
+                         link=service.page_link(ctx.settings, incident.id, ctx.now), now=fmt_time(ctx.now))
+    ctx.post(holder, reply)
 
 
 def _impact_text(figures: dict) -> str:
@@ -157,6 +165,7 @@ async def ack(ctx: Context, args: dict) -> Reply:
     elapsed = format_duration(ctx.now - incident.detected_at)
     _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander")
     _announce(ctx, incident, "ack")
+    _brief(ctx, incident, "commander", ctx.actor)
     ctx.note(subject=f"incident:{incident.id}", detail="acknowledged")
     return Reply(f"You are the incident commander of #{incident.id} (acknowledged after {elapsed}).")
 
@@ -242,6 +251,7 @@ async def mitigated(ctx: Context, args: dict) -> Reply:
     if incident.acknowledged_at is None:
         await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
         _entry(ctx, incident, "ack", "Acknowledged (by mitigating); incident commander")
+        _brief(ctx, incident, "commander", ctx.actor)
     incident.status = "mitigated"
     incident.mitigated_at = ctx.now
     incident.last_human_update_at = ctx.now
@@ -269,6 +279,33 @@ async def resolve(ctx: Context, args: dict) -> Reply:
     return Reply(Text(f"Incident #{incident.id} resolved after {duration}. ", Code(f"/revops incident report #{incident.id}"),
                       " shows the post-incident report; add lessons and action items with ",
                       Code("incident note lesson: …"), " and ", Code("incident action …"), "."))
+
+
+@commands.command("incident role <commander|comms|scribe> <user> [#ID]",
+                  summary="give an incident role to someone (@user); they get its checklist by DM",
+                  role=Role.responder, mutating=True,
+                  examples=["incident role comms @ada", "incident role scribe @grace #12"])
+@_in_words
+async def role(ctx: Context, args: dict) -> Reply:
+    which, raw, ref_raw = args["choice"], args["user"], args.get("#ID")
+    if raw.startswith("#") and ref_raw:
+        raw, ref_raw = ref_raw, raw
+    holder = as_user(raw)
+    if holder is None:
+        raise UsageError(Text("expected a person as ", Code("@name"), ", got ", Code(clip(raw, 40))))
+    ref = service.parse_ref(ref_raw)
+    incident = await _target(ctx, ref, doing="give roles on", lock=True)
+    previous = service.assign_role(incident, which, holder)
+    name = ROLES[which]
+    _entry(ctx, incident, "role", f"{name[0].upper()}{name[1:]}: @{holder}" + (f" (was @{previous})" if previous else ""),
+           role=which, user=holder, previous=previous)
+    _announce(ctx, incident, "role", holder=holder, role_name=name, previous=previous)
+    _brief(ctx, incident, which, holder)
+    ctx.note(subject=f"incident:{incident.id}", detail=f"{which}: {holder}", role=which, user=holder, previous=previous)
+    note = " (the incident is not acknowledged yet: escalation goes on until someone runs incident ack)" \
+        if which == "commander" and incident.acknowledged_at is None else ""
+    return Reply(Text(User(holder, ping=False), f" is now the {name} of incident #{incident.id}; "
+                      f"their checklist is on its way by DM.{note}"))
 
 
 # --- read -------------------------------------------------------------------------------------------------
@@ -307,6 +344,7 @@ async def status(ctx: Context, args: dict) -> Reply:
         ("Severity", incident.severity),
         ("Status", incident.status),
         ("Commander", Text(User(incident.commander)) if incident.commander else "nobody yet"),
+        *((ROLES[r].capitalize(), Text(User(u))) for r, u in role_holders(incident) if r != "commander"),
         ("Declared", Text(f"{view['declared_at']} by ", User(incident.declared_by))),
         ("Acknowledge", _clock_text(view["ack"], "acknowledged")),
         ("Resolve", _clock_text(view["resolve"], "resolved")),
@@ -494,5 +532,7 @@ async def alert_declare(ctx: Context, value: str) -> Reply:
     ctx.post(channel, render_reply(ctx.settings, f"initial_{incident.severity.lower()}.md",
                                    incident=_view(ctx, incident), link=link, now=fmt_time(ctx.now)),
              ref=f"incident:{incident.id}:initial")
+    if incident.commander:
+        _brief(ctx, incident, "commander", incident.commander)
     ctx.note(subject=f"incident:{incident.id}", detail=f"declared from alert {alert.id}")
     return _alert_card(ctx, alert, "declared", incident)

@@ -14,6 +14,15 @@ STATUSES = ("declared", "acknowledged", "mitigated", "resolved")
 SEVERITIES = ("P1", "P2", "P3")
 
 
+# The incident roles (issue 19 item 4), in the order they are shown, with their names.
+ROLES = {"commander": "incident commander", "comms": "communications lead", "scribe": "scribe"}
+
+
+def role_holders(incident: Incident) -> list[tuple[str, str]]:
+    """(role, user) for each role held, in ROLES' order."""
+    return [(role, holder) for role in ROLES if (holder := getattr(incident, role, None))]
+
+
 class Incident(Base):
     __tablename__ = "incidents"
 
@@ -27,6 +36,9 @@ class Incident(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     declared_by: Mapped[str] = mapped_column(String(64))
     commander: Mapped[str | None] = mapped_column(String(64))
+    # The other incident roles (`incident role comms|scribe @user`); the commander is above.
+    comms: Mapped[str | None] = mapped_column(String(64))
+    scribe: Mapped[str | None] = mapped_column(String(64))
     detected_at: Mapped[datetime]  # when the clocks started (the alert's arrival, or the declaration)
     declared_at: Mapped[datetime] = mapped_column(index=True)
     acknowledged_at: Mapped[datetime | None]

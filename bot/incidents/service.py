@@ -17,9 +17,9 @@ from ..errors import Conflict, NotFound, UsageError
 from ..models import ScheduledJob
 from ..scheduler import stop_jobs, upsert_job
 from ..settings import Settings
-from ..text import Code, Text, clip
+from ..text import Code, Text, User, clip
 from . import links
-from .models import SEVERITIES, Incident, TimelineEntry
+from .models import ROLES, SEVERITIES, Incident, TimelineEntry
 
 BOT = "revops"
 INCIDENT_JOB_KINDS = ("revenue_update", "engineering_update", "update_reminder", "exec_summary", "escalation")
@@ -154,6 +154,19 @@ class AlreadyAcknowledged(Conflict):
     def __init__(self, incident: Incident):
         super().__init__(f"Incident #{incident.id} was already acknowledged.")
         self.incident = incident
+
+
+def assign_role(incident: Incident, role: str, user: str) -> str | None:
+    """`user` holds `role` from now on; returns who held it before (None: nobody). The commander
+    set here does not acknowledge the incident: escalation stops at acknowledgement."""
+    require_open(incident, "given roles")
+    if role not in ROLES:
+        raise ValueError(role)
+    before = getattr(incident, role)
+    if before == user:
+        raise Conflict(Text(User(user, ping=False), f" is already the {ROLES[role]} of incident #{incident.id}."))
+    setattr(incident, role, user)
+    return before
 
 
 def require_open(incident: Incident, what: str) -> None:

@@ -16,7 +16,7 @@ from ..reply import Button, Reply
 from ..settings import Settings
 from ..templating import render_reply
 from .impact import Impact
-from .models import Alert, Incident, TimelineEntry
+from .models import ROLES, Alert, Incident, TimelineEntry, role_holders
 
 TIME = "%Y-%m-%d %H:%M UTC"
 
@@ -63,6 +63,10 @@ def incident_view(incident: Incident, settings: Settings, now: datetime) -> dict
         "open": incident.status != "resolved",
         "channel": incident.channel,
         "commander": incident.commander,
+        "comms": getattr(incident, "comms", None),
+        "scribe": getattr(incident, "scribe", None),
+        # [{"role": "comms", "name": "communications lead", "user": "U…"}] for each role held
+        "roles": [{"role": role, "name": ROLES[role], "user": user} for role, user in role_holders(incident)],
         "declared_by": incident.declared_by,
         "resolved_by": incident.resolved_by,
         "root_cause": incident.root_cause,
@@ -129,7 +133,7 @@ def sample_incident(now: datetime) -> Incident:
     return Incident(
         id=7, channel="C0INCIDENT", open_channel=None, severity="P1", stage="checkout",
         summary="checkout conversion down", status="resolved", declared_by="U0RESPONDER",
-        commander="U0RESPONDER", detected_at=start, declared_at=start,
+        commander="U0RESPONDER", comms="U0COMMS", scribe=None, detected_at=start, declared_at=start,
         acknowledged_at=start + timedelta(minutes=4), mitigated_at=start + timedelta(minutes=30),
         resolved_at=now, resolved_by="U0RESPONDER", root_cause="a payment provider timeout",
         impact={"baseline": 0.032, "current": 0.021, "traffic": 1200.0, "aov": 80.0},
@@ -163,6 +167,9 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "escalation.md": dict(base, levels=[{"name": "L2", "after": "15m", "notify": ["U0EM"]}],
                               target="incident", alert=None, unacknowledged_for="16m"),
         "announcement.md": dict(base, event="ack", actor="U0RESPONDER", text="rolled back", old_severity="P2"),
+        "role_commander.md": dict(base, assigned_by="U0RESPONDER"),
+        "role_comms.md": dict(base, assigned_by="U0RESPONDER"),
+        "role_scribe.md": dict(base, assigned_by=None),
         "report.md": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
                           actions=["add a provider timeout alarm"], notes=["provider confirmed"]),
         "alert_card.md": {"alert": alert, "now": fmt_time(now), "state": "open", "actor": None,

@@ -93,7 +93,7 @@ async def incident_page(request: Request, incident_id: str):
             raise HTTPException(status_code=404, detail="no such incident")
         entries = await service.timeline_of(session, incident.id)
         view = incident_view(incident, services.settings, now)
-    people = {incident.commander, incident.declared_by, incident.resolved_by, *(e.actor for e in entries)}
+    people = {incident.commander, incident.comms, incident.scribe, incident.declared_by, incident.resolved_by, *(e.actor for e in entries)}
     names = await display_names(services, people - {service.BOT, None})  # after the transaction: network
     html = render(services.settings, "incident_page.html", incident=view, timeline=timeline_view(entries),
                   report=True, now=fmt_time(now), link=None, names=names, **service.report_parts(entries))

@@ -13,7 +13,7 @@ def posted(fake_slack, channel: str = CHANNEL) -> list[str]:
 
 
 def wait_posted(fake_slack, count: int, channel: str = CHANNEL) -> list[str]:
-    fake_slack.wait_for("chat.postMessage", count)
+    fake_slack.wait_for("chat.postMessage", count, where=lambda c: c.params.get("channel") == channel)
     return posted(fake_slack, channel)
 
 

@@ -99,8 +99,9 @@ async def test_panic_mode_records_what_would_have_been_posted(fast_bot, fast_ser
     fast_bot.slash_text("incident ack", user=RESPONDER)
     fast_bot.slash_text("panic on", user=ADMIN)
     fast_bot.click_and_wait("revops:flags.panic_confirm", "on", user=ADMIN)
-    fake_slack.wait_for("chat.postMessage", 3)  # initial, ack, panic announcement
-    sent_before = len(fake_slack.calls_of("chat.postMessage"))
+    in_channel = lambda c: c.params.get("channel") == CHANNEL  # noqa: E731 (the commander's DM aside)
+    fake_slack.wait_for("chat.postMessage", 3, where=in_channel)  # initial, ack, panic announcement
+    sent_before = len(fake_slack.wait_for("chat.postMessage", 3, where=in_channel))
 
     clock.advance(timedelta(seconds=60))
     await run_due(services)
@@ -120,7 +121,7 @@ async def test_panic_mode_records_what_would_have_been_posted(fast_bot, fast_ser
     assert incident_runs(await run_due(services)) == ["incident:1:revenue_update", "incident:1:update_reminder"]
     (update2,) = [m for m in await outbox(services) if "Revenue-team update 2" in head(m)]
     assert update2.status != "held"  # queued for Slack (the live bot may have sent it already)
-    fake_slack.wait_for("chat.postMessage", sent_before + 3)  # panic-off announcement, update 2, reminder
+    fake_slack.wait_for("chat.postMessage", sent_before + 3, where=in_channel)  # panic-off, update 2, reminder
     texts = [c.params.get("text", "") for c in fake_slack.calls_of("chat.postMessage")]
     assert not any("Revenue-team update 1" in t for t in texts)  # the held one never goes out
     assert sum("Revenue-team update 2" in t for t in texts) == 1

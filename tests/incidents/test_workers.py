@@ -120,7 +120,7 @@ async def test_a_worker_killed_mid_job_loses_no_scheduled_post(tmp_path, db_url,
     try:
         bot.slash_text("incident declare P1 checkout conversion down", user=RESPONDER)
         bot.slash_text("incident ack", user=RESPONDER)
-        fake_slack.wait_for("chat.postMessage", 2)
+        fake_slack.wait_for("chat.postMessage", 3)  # initial, ack, the commander's DM
         # Hold the outbox: a worker that claims the due job blocks on writing its post, mid-transaction.
         await conn.execute("BEGIN")
         await conn.execute("LOCK TABLE outgoing_messages IN EXCLUSIVE MODE")
