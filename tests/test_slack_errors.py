@@ -201,8 +201,10 @@ revenue_update = "30s"
         clock.advance(timedelta(seconds=31))
         assert "incident:1:revenue_update" in await run_due(services)
         await running.drain()
-        dm = (await fake_slack.wait("chat.postMessage", where=_to(APPROVER)))[0].params
-        assert f"The automated post to #{CHANNEL} could not be delivered: Slack said is_archived" in flatten(dm)
+        refused = f"The automated post to #{CHANNEL} could not be delivered: Slack said is_archived"
+        # the commander's DMs: the checklist of the ack, then the notice
+        dms = await fake_slack.wait("chat.postMessage", where=lambda c: _to(APPROVER)(c) and refused in flatten(c.params))
+        assert dms  # one per refused post (the waiting above fails when none comes)
         async with running.db() as db, db.transaction() as s:
             audit = (await s.execute(select(AuditRecord).where(AuditRecord.command == "slack.delivery"))).scalars().all()
         assert audit and {a.actor for a in audit} == {"revops"}
