@@ -81,9 +81,9 @@ class SendError(Exception):
 
 @dataclass
 class FileReply(Reply):
-    """A file posted to a channel (outbox kind "file"): the reply is its comment. A sender with
+    """A file posted to a channel (outbox kind "file"): the reply is its comment. The sender's
     `upload(channel, reply, thread_ts)` uploads it (Slack: files.getUploadURLExternal, the upload,
-    files.completeUploadExternal; the console writes it to disk); one without posts the comment."""
+    files.completeUploadExternal; the console writes it to disk)."""
 
     filename: str = "file.txt"
     title: str = ""
@@ -94,6 +94,8 @@ class Sender(Protocol):
     async def post(self, channel: str, reply: Reply, thread_ts: str | None) -> str: ...
 
     async def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+
+    async def upload(self, channel: str, reply: FileReply, thread_ts: str | None) -> str: ...
 
     # Optional: `ephemeral(channel, user, reply)` (else a notice goes as a DM through `post`),
     # `token_works()` (else a paused outbox is resumed only from outside, e.g. by preflight) and
@@ -409,9 +411,7 @@ class Deliverer:
                 else:
                     ts = await self.sender.post(msg.author, reply, None)
             elif msg.kind == "file":  # at least once: an upload carries no metadata to find it by
-                upload = getattr(self.sender, "upload", None)
-                ts = await (upload(msg.channel, reply, msg.thread_ts) if upload is not None
-                            else self.sender.post(msg.channel, reply, msg.thread_ts))
+                ts = await self.sender.upload(msg.channel, reply, msg.thread_ts)
             elif getattr(self.sender, "find_post", None) is not None:
                 ts = await self._posted_already(msg) if maybe_sent else None
                 if ts is not None:

@@ -102,16 +102,17 @@ def _view(ctx: Context, incident: Incident) -> dict:
     return incident_view(incident, ctx.settings, ctx.now)
 
 
-def _announce(ctx: Context, incident: Incident, event: str, **extra) -> None:
-    reply = render_reply(ctx.settings, "announcement.md", incident=_view(ctx, incident), event=event,
+def _announce(ctx: Context, incident: Incident, event: str, view: dict | None = None, **extra) -> None:
+    """The channel's announcement of `event`; `view` is the incident's view when the caller has it."""
+    reply = render_reply(ctx.settings, "announcement.md", incident=view or _view(ctx, incident), event=event,
                          actor=ctx.actor, text=extra.pop("text", None), old_severity=extra.pop("old_severity", None),
                          link=extra.pop("link", None), now=fmt_time(ctx.now), **extra)
     ctx.post(incident.channel, reply)
 
 
-def _brief(ctx: Context, incident: Incident, role: str, holder: str) -> None:
+def _brief(ctx: Context, incident: Incident, role: str, holder: str, view: dict | None = None) -> None:
     """The new holder of `role` gets that role's checklist by DM (templates/role_<role>.md)."""
-    reply = render_reply(ctx.settings, f"role_{role}.md", incident=_view(ctx, incident),
+    reply = render_reply(ctx.settings, f"role_{role}.md", incident=view or _view(ctx, incident),
                          assigned_by=ctx.actor if ctx.actor != holder else None,
                          link=service.page_link(ctx.settings, incident.id, ctx.now), now=fmt_time(ctx.now))
     ctx.post(holder, reply)
@@ -164,8 +165,9 @@ async def ack(ctx: Context, args: dict) -> Reply:
     await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
     elapsed = format_duration(ctx.now - incident.detected_at)
     _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander")
-    _announce(ctx, incident, "ack")
-    _brief(ctx, incident, "commander", ctx.actor)
+    view = _view(ctx, incident)  # once: the announcement and the commander's checklist show the same
+    _announce(ctx, incident, "ack", view)
+    _brief(ctx, incident, "commander", ctx.actor, view)
     ctx.note(subject=f"incident:{incident.id}", detail="acknowledged")
     return Reply(f"You are the incident commander of #{incident.id} (acknowledged after {elapsed}).")
 
@@ -299,8 +301,9 @@ async def role(ctx: Context, args: dict) -> Reply:
     name = ROLES[which]
     _entry(ctx, incident, "role", f"{name[0].upper()}{name[1:]}: @{holder}" + (f" (was @{previous})" if previous else ""),
            role=which, user=holder, previous=previous)
-    _announce(ctx, incident, "role", holder=holder, role_name=name, previous=previous)
-    _brief(ctx, incident, which, holder)
+    view = _view(ctx, incident)
+    _announce(ctx, incident, "role", view, holder=holder, role_name=name, previous=previous)
+    _brief(ctx, incident, which, holder, view)
     ctx.note(subject=f"incident:{incident.id}", detail=f"{which}: {holder}", role=which, user=holder, previous=previous)
     note = " (the incident is not acknowledged yet: escalation goes on until someone runs incident ack)" \
         if which == "commander" and incident.acknowledged_at is None else ""

@@ -80,14 +80,19 @@ def reconcile_reply(report: ReconcileReport) -> Reply:
     return Reply(head, lines=lines, buttons=buttons)
 
 
-async def daily_reconcile(services, days: int = 1) -> Reply:
-    """The scheduler's daily reconcile post for the incident channel: the last day reconciled and
-    said; a Stripe failure becomes a post that says so rather than an exception."""
+async def scheduled_post(title: str, build, render) -> Reply:
+    """A scheduler's reconcile post for the incident channel: `build()` computes the report,
+    `render(report)` says it; a Stripe failure becomes a post that says so rather than an exception."""
     try:
-        report = await daily_report(services, days)
+        report = await build()
     except UpstreamError as exc:
-        return Reply(Text(Status("warning"), f" Daily reconcile could not run: {exc}."), private=False)
-    reply = reconcile_reply(report)
-    reply.text = Text("Daily reconcile — ", reply.text)
+        return Reply(Text(Status("warning"), f" {title} could not run: {exc}."), private=False)
+    reply = render(report)
+    reply.text = Text(f"{title} — ", reply.text)
     reply.private = False
     return reply
+
+
+async def daily_reconcile(services, days: int = 1) -> Reply:
+    """The scheduler's daily reconcile post: the last day reconciled and said."""
+    return await scheduled_post("Daily reconcile", lambda: daily_report(services, days), reconcile_reply)

@@ -4,11 +4,11 @@ answer of a Sync. A renderer, not domain code: `weekly.py` computes, this says i
 
 from __future__ import annotations
 
-from bot.errors import UpstreamError
 from bot.reply import Button, Reply
 from bot.text import Code, Em, Status, Text, clip
 
 from .invoice_views import money
+from .views import scheduled_post
 from .weekly import AccountUsage, DaySync, WeeklyReport, weekly_report
 
 SHOW_JUMPS = 10
@@ -78,16 +78,8 @@ def weekly_reply(report: WeeklyReport) -> Reply:
 
 
 async def weekly_reconcile(services) -> Reply:
-    """The scheduler's weekly post for the incident channel; a Stripe failure becomes a post
-    that says so rather than an exception."""
-    try:
-        report = await weekly_report(services)
-    except UpstreamError as exc:
-        return Reply(Text(Status("warning"), f" Weekly reconcile could not run: {exc}."), private=False)
-    reply = weekly_reply(report)
-    reply.text = Text("Weekly reconcile — ", reply.text)
-    reply.private = False
-    return reply
+    """The scheduler's weekly reconcile post for the incident channel."""
+    return await scheduled_post("Weekly reconcile", lambda: weekly_report(services), weekly_reply)
 
 
 def sync_sentence(result: DaySync) -> str:
