@@ -128,6 +128,18 @@ class _Section(BaseModel):
 class SlackSection(_Section):
     incident_channel: str | None = None
     alerts_channel: str | None = None
+    # Admission of slash commands and clicks (bot/slack/admission.py): this many run at once; past
+    # it one is acknowledged at once with "Working on it…" and waits its turn (answered on the
+    # response_url); past `overload_limit` in hand (running and waiting) one is refused in words.
+    queue_depth: int = Field(default=16, ge=1, le=10_000)
+    overload_limit: int = Field(default=400, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _limit_past_depth(self) -> "SlackSection":
+        if self.overload_limit < self.queue_depth:
+            raise ValueError(f"overload_limit ({self.overload_limit}) must be at least queue_depth "
+                             f"({self.queue_depth})")
+        return self
 
 
 class RolesSection(_Section):

@@ -17,8 +17,9 @@ from ..deliveries import delivery_keys, pause
 from ..errors import UsageError
 from ..models import SlackDelivery
 from ..reply import Reply
-from ..router import Outcome, Router
+from ..router import ALREADY_RECEIVED, Outcome, Router
 from ..services import Services
+from .admission import OVERLOADED, Admission, Verdict
 from .blocks import fallback_text, render_blocks
 from .client import classify
 
@@ -139,16 +140,28 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
                 return BoltResponse(status=200, body="")
         return await next()
 
+    admission = Admission(services.settings.cfg.slack.queue_depth, services.settings.cfg.slack.overload_limit)
+    app.revops_admission = admission  # type: ignore[attr-defined]
+
     @app.command("/revops")
     async def on_command(ack, body, client, request):
+        # Admitted (or not) before anything else: Slack's 3 seconds hold however many arrive.
+        delivery = delivery_of(request, body)
+        verdict = admission.admit(delivery)
+        if verdict is Verdict.REPLAY:
+            await ack(text=ALREADY_RECEIVED, response_type="ephemeral")
+            return
+        if verdict is Verdict.REFUSE:
+            await ack(text=OVERLOADED, response_type="ephemeral")
+            return
         text = body.get("text", "")
         parsed = router.parse(text)  # once: it says whether the command is slow, and the router runs it
-        work = asyncio.ensure_future(router.handle_text(
+        work = admission.start(delivery, lambda: router.handle_text(
             text, actor=body["user_id"], channel=body.get("channel_id"), surface="slack", parsed=parsed,
-            delivery=delivery_of(request, body),
+            delivery=delivery,
         ))
         slow = not isinstance(parsed, UsageError) and parsed[0].slow
-        budget = 0 if slow else ACK_BUDGET
+        budget = 0 if slow or verdict is Verdict.QUEUE else ACK_BUDGET
         done, _ = await asyncio.wait({work}, timeout=budget) if budget else (set(), None)
         if done:
             reply = work.result().reply
@@ -166,15 +179,23 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
 
     @app.action(re.compile(r"^revops:"))
     async def on_click(ack, body, action, client, request):
+        delivery = delivery_of(request, body)
+        verdict = admission.admit(delivery)  # before the acknowledgement, and before any database work
         await ack()
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        delivery = delivery_of(request, body)
+        user = (body.get("user") or {}).get("id") or ""
+        if verdict in (Verdict.REPLAY, Verdict.REFUSE):
+            words = OVERLOADED if verdict is Verdict.REFUSE else ALREADY_RECEIVED
+            followups.start(answer(client, body, {"text": words, "response_type": "ephemeral",
+                                                  "replace_original": False}, user=user, channel=channel))
+            return
+        work = admission.start(delivery, lambda: router.handle_click(
+            action["action_id"], action.get("value", ""), actor=user, channel=channel, surface="slack",
+            delivery=delivery,
+        ))
 
         async def click():
-            outcome = await router.handle_click(
-                action["action_id"], action.get("value", ""), actor=body["user"]["id"], channel=channel,
-                surface="slack", delivery=delivery,
-            )
+            outcome = await work
             reply = outcome.reply
             names = await names_for(reply)
             message = {"text": fallback_text(reply, names), "blocks": render_blocks(reply, names)}
@@ -182,7 +203,7 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
                 message["replace_original"] = True
             else:
                 message.update(response_type="ephemeral", replace_original=False)
-            await answer(client, body, message, user=body["user"]["id"], channel=channel)
+            await answer(client, body, message, user=user, channel=channel)
 
         followups.start(click())
 
