@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
 
 from .clock import Clock
 from .db import Database
+from .pins import PinKeeper
 from .registry import CommandSet, Registry
 from .scheduler import JobKind, Scheduler
 from .services import Recorder, Services, TemplateSamples
@@ -65,6 +66,8 @@ class Family:
     # `async (session, ref) -> set[str]`: every name of what `ref` names (an account's id, cus_…,
     # email), for the core's commands that filter by a subject (`audit <account>`).
     aliases: tuple[Callable[..., Awaitable[set[str]]], ...] = ()
+    # Keeps the messages pinned with the `[incidents] pin_emoji` reaction (bot/pins.py); one family.
+    pins: PinKeeper | None = None
 
 
 class Families:
@@ -129,6 +132,9 @@ class Families:
             delivery_failed=[hook for family in self.families for hook in family.delivery_failed],
             aliases=[hook for family in self.families for hook in family.aliases],
         )
+        keepers = [family.pins for family in self.families if family.pins is not None]
+        if keepers:
+            services.extras["pins"] = keepers[0]  # read by the Slack adapter (bot/slack/reactions.py)
         for family in self.families:
             if family.setup is not None:
                 family.setup(services)

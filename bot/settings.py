@@ -199,6 +199,20 @@ class AlertsSection(_Section):
     dedupe_window: Delay = timedelta(minutes=10)
 
 
+class IncidentsSection(_Section):
+    # A reaction with this emoji (its Slack name, colons optional) on a message in a channel with an
+    # open incident puts that message on the incident's timeline (bot/incidents/pins.py).
+    pin_emoji: str = "pushpin"
+
+    @field_validator("pin_emoji")
+    @classmethod
+    def _emoji_name(cls, value: str) -> str:
+        name = value.strip().strip(":")
+        if not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name):
+            raise ValueError(f"expected an emoji's Slack name such as \"pushpin\", got {value[:40]!r}")
+        return name
+
+
 class ExportsSection(_Section):
     # `export …` CSVs: false leaves the email column present but blank (and blanks emails in free text).
     include_email: bool = False
@@ -319,6 +333,7 @@ class FileConfig(_Section):
     health: HealthSection = HealthSection()
     alerts: AlertsSection = AlertsSection()
     exports: ExportsSection = ExportsSection()
+    incidents: IncidentsSection = IncidentsSection()
     reconcile: ReconcileSection = ReconcileSection()
     services: list[ServiceCheck] = []
     invariants: list[Invariant] = []  # finance lineage (bot/billing/lineage.py)

@@ -33,7 +33,10 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.info": ("channels:read",),
     # the outbox looks for a post it may have sent before a crash (its metadata names its outbox id)
     "conversations.history": ("channels:history", "groups:history"),
-    "conversations.replies": ("channels:history",),
+    # 📌 to the timeline: the pinned message's text (a reply in a thread is only in its thread)
+    "conversations.replies": ("channels:history", "groups:history"),
+    "chat.getPermalink": (),  # no scope
+    "reactions.get": ("reactions:read",),
     "conversations.members": ("channels:read",),
     "reactions.add": ("reactions:write",),
     # exports: slack_sdk's files_upload_v2 = files.getUploadURLExternal + files.completeUploadExternal
@@ -56,6 +59,8 @@ EVENT_SCOPES: dict[str, tuple[str, ...]] = {
     "tokens_revoked": (),
     "message": ("channels:history",),
     "app_home_opened": (),
+    "reaction_added": ("reactions:read",),
+    "reaction_removed": ("reactions:read",),
 }
 
 # client.chat_postMessage(, .users_info(, api_call("users.info"

@@ -10,6 +10,7 @@ from ..services import Recorder
 from .delivery import record_failed_delivery
 from .demo import INCIDENT_TOUR, seed_incidents
 from .jobs import INCIDENT_JOBS
+from .pins import PINS
 from .timeline import may_record, record_action
 from .views import sample_contexts
 from .web import router
@@ -24,4 +25,5 @@ family = Family(
     tour=tuple(INCIDENT_TOUR),
     templates=sample_contexts,
     delivery_failed=(record_failed_delivery,),  # a refused post on the incident timeline
+    pins=PINS,  # 📌 on a message in an open incident's channel puts it on the timeline
 )

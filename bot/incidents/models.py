@@ -55,7 +55,11 @@ class Incident(Base):
 
 class TimelineEntry(Base):
     __tablename__ = "incident_timeline"
-    __table_args__ = (Index("ix_incident_timeline_kind_at", "incident_id", "kind", "at"),)
+    __table_args__ = (
+        Index("ix_incident_timeline_kind_at", "incident_id", "kind", "at"),
+        # A message pinned with a reaction is on an incident's timeline once (bot/incidents/pins.py).
+        Index("ux_incident_timeline_source", "incident_id", "source_ts", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(BigId, ForeignKey("incidents.id"), index=True)
@@ -64,6 +68,10 @@ class TimelineEntry(Base):
     actor: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     data: Mapped[dict | None]
+    # The Slack message the entry is (a 📌 reaction put it here): its ts in the incident's channel
+    # and its permalink; NULL for every other entry.
+    source_ts: Mapped[str | None] = mapped_column(String(32))
+    source_permalink: Mapped[str | None] = mapped_column(Text)
 
 
 class Alert(Base):

@@ -22,6 +22,7 @@ from ..services import Services
 from .admission import OVERLOADED, Admission, Verdict
 from .blocks import fallback_text, render_blocks
 from .client import classify
+from . import reactions
 
 log = logging.getLogger("revops.slack")
 # The webhook client logs each request's URL at DEBUG; a response_url carries a token: never below INFO.
@@ -244,4 +245,5 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
             await client.chat_postMessage(channel=event["channel"], text=fallback_text(reply, names),
                                           blocks=render_blocks(reply, names), thread_ts=thread)
 
+    reactions.register(app, services, router, followups, client)  # 📌 to the timeline
     return app

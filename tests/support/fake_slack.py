@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history,files:write"  # as manifest.json asks
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history,files:write,reactions:read"  # as manifest.json asks
 
 
 @dataclass
@@ -59,6 +59,8 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.files: list[dict[str, Any]] = []
         self._file_ids = itertools.count(1)
+        # Messages people wrote (📌 tests): channel -> messages with their reactions (see the pins block).
+        self.channel_messages: dict[str, list[dict[str, Any]]] = {}
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/upload/{file_id}", self._upload, methods=["POST"]),
@@ -94,6 +96,7 @@ class FakeSlack:
             self.revoked = None
             self.uploads.clear()
             self.files.clear()
+            self.channel_messages.clear()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -209,6 +212,9 @@ class FakeSlack:
             return JSONResponse({"ok": False, "error": revoked})
         if refused:
             return JSONResponse({"ok": False, "error": refused})
+        pins_answer = self._pins_api(method, params)
+        if pins_answer is not None:
+            return pins_answer
         if method == "auth.test":
             return JSONResponse({"ok": True, "url": "https://revops-test.slack.com/", "team": "Test",
                                  "user": "revops", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT"},
@@ -296,6 +302,88 @@ class FakeSlack:
                                                       "profile": {"display_name": self.users[user],
                                                                   "real_name": self.users[user]}}})
         return JSONResponse({"ok": True})
+
+    # --- messages people wrote, their threads and reactions (📌 to the timeline, issue 19 item 3) ---
+    # conversations.history (of a channel a test put messages in), conversations.replies,
+    # chat.getPermalink and reactions.get answer from `channel_messages`, as Slack does: a reply in a
+    # thread is not in the channel's history, only in its thread.
+    def put_message(self, channel: str, text: str, *, user: str, ts: str, thread_ts: str | None = None,
+                    reactions: dict[str, list[str]] | None = None) -> str:
+        """A message someone wrote in `channel` at `ts` (a reply when `thread_ts` names its parent),
+        with `reactions` (emoji name -> who reacted); returns its ts."""
+        message = {"type": "message", "ts": ts, "user": user, "text": text,
+                   "reactions": {name: list(users) for name, users in (reactions or {}).items()}}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        with self._lock:
+            self.channel_messages.setdefault(channel, []).append(message)
+        return ts
+
+    def react(self, channel: str, ts: str, name: str, user: str, *, remove: bool = False) -> None:
+        """`user` adds (or, `remove`, takes back) a reaction on the message."""
+        with self._lock:
+            message = next(m for m in self.channel_messages[channel] if m["ts"] == ts)
+            users = message["reactions"].setdefault(name, [])
+            if remove:
+                users.remove(user)
+            elif user not in users:
+                users.append(user)
+            if not users:
+                del message["reactions"][name]
+
+    @staticmethod
+    def _shown(message: dict[str, Any]) -> dict[str, Any]:
+        shown = {k: v for k, v in message.items() if k != "reactions"}
+        if message["reactions"]:
+            shown["reactions"] = [{"name": name, "users": list(users), "count": len(users)}
+                                  for name, users in message["reactions"].items()]
+        return shown
+
+    def _pins_api(self, method: str, params: dict[str, Any]) -> Response | None:
+        if method not in ("conversations.history", "conversations.replies", "chat.getPermalink", "reactions.get"):
+            return None
+        channel = params.get("channel", "")
+        with self._lock:
+            messages = [dict(m, reactions={k: list(v) for k, v in m["reactions"].items()}) for m in self.channel_messages.get(channel, [])]
+        if method == "conversations.history" and not messages:
+            return None  # the bot's own posts (the outbox's history check), above
+        if not messages:
+            return JSONResponse({"ok": False, "error": "channel_not_found"})
+
+        def in_range(ts: str) -> bool:
+            inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+            latest, oldest = params.get("latest"), params.get("oldest")
+            if latest is not None and (float(ts) > float(latest) or (not inclusive and ts == latest)):
+                return False
+            if oldest is not None and (float(ts) < float(oldest) or (not inclusive and ts == oldest)):
+                return False
+            return True
+
+        limit = int(params.get("limit") or 100)
+        if method == "conversations.history":  # top-level messages only, newest first
+            top = [m for m in messages if m.get("thread_ts") in (None, m["ts"]) and in_range(m["ts"])]
+            top.sort(key=lambda m: float(m["ts"]), reverse=True)
+            return JSONResponse({"ok": True, "messages": [self._shown(m) for m in top[:limit]],
+                                 "has_more": len(top) > limit})
+        ts = params.get("ts") or params.get("timestamp") or params.get("message_ts") or ""
+        message = next((m for m in messages if m["ts"] == ts), None)
+        if message is None:
+            return JSONResponse({"ok": False, "error": "message_not_found" if method != "conversations.replies"
+                                 else "thread_not_found"})
+        if method == "chat.getPermalink":
+            link = f"https://revops-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+            if message.get("thread_ts") not in (None, ts):
+                link += f"?thread_ts={message['thread_ts']}&cid={channel}"
+            return JSONResponse({"ok": True, "channel": channel, "permalink": link})
+        if method == "reactions.get":
+            return JSONResponse({"ok": True, "type": "message", "channel": channel, "message": self._shown(message)})
+        # conversations.replies: the thread's parent first, then its replies in range, oldest first
+        parent_ts = message.get("thread_ts") or ts
+        parent = next((m for m in messages if m["ts"] == parent_ts), message)
+        replies = sorted((m for m in messages if m.get("thread_ts") == parent_ts and m["ts"] != parent_ts
+                          and in_range(m["ts"])), key=lambda m: float(m["ts"]))
+        thread = [parent, *replies][:limit]
+        return JSONResponse({"ok": True, "messages": [self._shown(m) for m in thread], "has_more": False})
 
     async def _upload(self, request: Request) -> Response:
         body = await request.body()
