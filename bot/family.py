@@ -13,6 +13,7 @@ commands over the core, the `family` at the end of its command module — is ONE
         routes=(web.router,),                             # FastAPI routers
         seeders=(seed_incidents,), tour=INCIDENT_TOUR,    # `revops console --demo`
         templates=sample_contexts,                        # template name -> sample context
+        home=(HomeSection(open_incidents, reads="incident list"),),  # the App Home's part
     )
 
 The composition root (bot/app.py) imports every registration and hands them to
@@ -38,6 +39,18 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
 Seeder = Callable[[Services], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HomeSection:
+    """A part of the App Home a family declares: `build(session, user, role, now, settings)` returns
+    neutral Replies (bot/reply.py; their buttons are the family's own actions). Shown only to whoever
+    may run `reads` (the command that shows the same thing), and a button only to whoever may click it;
+    the Slack adapter (bot/slack/home.py) renders and publishes it."""
+
+    build: Callable[..., Awaitable[list[Any]]]
+    reads: str  # e.g. "grant pending"
+    place: int = 50  # lower first: incidents 10, requests waiting 20-30, Stripe events 40
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class Family:
     aliases: tuple[Callable[..., Awaitable[set[str]]], ...] = ()
     # Keeps the messages pinned with the `[incidents] pin_emoji` reaction (bot/pins.py); one family.
     pins: PinKeeper | None = None
+    home: tuple[HomeSection, ...] = ()  # the App Home's sections (shown in the order of their `place`)
 
 
 class Families:
@@ -135,6 +149,7 @@ class Families:
         keepers = [family.pins for family in self.families if family.pins is not None]
         if keepers:
             services.extras["pins"] = keepers[0]  # read by the Slack adapter (bot/slack/reactions.py)
+        services.extras["home_sections"] = sorted((s for f in self.families for s in f.home), key=lambda s: s.place)
         for family in self.families:
             if family.setup is not None:
                 family.setup(services)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from commands import credits, customer, events, export, invoice, lineage, receivables, reconcile, replay, sync, trace
 
-from ..family import Family
+from ..family import Family, HomeSection
 from ..services import Services
 from .demo import BILLING_TOUR, seed_billing
 from .export_routes import router as export_router
+from .home import failed_events, invoice_requests
 from .invoice_jobs import INVOICE_JOBS
 from .routes import router
 from .stripe_client import StripeClient
@@ -31,4 +32,6 @@ family = Family(
     aliases=(aliases,),  # `audit <account>` by its id, cus_… or email
     jobs=INVOICE_JOBS,  # pending invoice requests (mark paid, void) past approval_ttl expire
     templates=receivables.sample_contexts,  # friendly_reminder.md
+    # the App Home: invoice requests waiting, failed Stripe events
+    home=(HomeSection(invoice_requests, reads="invoice", place=30), HomeSection(failed_events, reads="events", place=40)),
 )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from commands import impact, incident
 
-from ..family import Family
+from ..family import Family, HomeSection
 from ..services import Recorder
 from .delivery import record_failed_delivery
 from .demo import INCIDENT_TOUR, seed_incidents
+from .home import open_incidents
 from .jobs import INCIDENT_JOBS
 from .pins import PINS
 from .timeline import may_record, record_action
@@ -26,4 +27,5 @@ family = Family(
     templates=sample_contexts,
     delivery_failed=(record_failed_delivery,),  # a refused post on the incident timeline
     pins=PINS,  # 📌 on a message in an open incident's channel puts it on the timeline
+    home=(HomeSection(open_incidents, reads="incident list", place=10),),  # the App Home: open incidents
 )

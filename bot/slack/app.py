@@ -22,7 +22,7 @@ from ..services import Services
 from .admission import OVERLOADED, Admission, Verdict
 from .blocks import fallback_text, render_blocks
 from .client import classify
-from . import reactions
+from . import home, reactions
 
 log = logging.getLogger("revops.slack")
 # The webhook client logs each request's URL at DEBUG; a response_url carries a token: never below INFO.
@@ -246,4 +246,5 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
                                           blocks=render_blocks(reply, names), thread_ts=thread)
 
     reactions.register(app, services, router, followups, client)  # 📌 to the timeline
+    home.register(app, services, router, followups, client)  # the App Home tab (bot/slack/home.py)
     return app

@@ -61,6 +61,8 @@ class FakeSlack:
         self._file_ids = itertools.count(1)
         # Messages people wrote (📌 tests): channel -> messages with their reactions (see the pins block).
         self.channel_messages: dict[str, list[dict[str, Any]]] = {}
+        # App Home (issue 19 item 2): views.publish keeps each user's latest home view.
+        self.homes: dict[str, dict] = {}
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/upload/{file_id}", self._upload, methods=["POST"]),
@@ -97,6 +99,7 @@ class FakeSlack:
             self.uploads.clear()
             self.files.clear()
             self.channel_messages.clear()
+            self.homes.clear()  # App Home
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -165,6 +168,15 @@ class FakeSlack:
                 return calls
             await asyncio.sleep(0.02)
         raise AssertionError(f"expected {count} {method} call(s), got {len(self._of(method, where))}")
+
+    def home_of(self, user: str) -> dict | None:
+        """The home view last published for `user` (views.publish), or None."""
+        with self._lock:
+            return self.homes.get(user)
+
+    def publishes(self, user: str) -> list[Call]:
+        """Every views.publish for `user`, oldest first."""
+        return [c for c in self.calls_of("views.publish") if c.params.get("user_id") == user]
 
     def responses_list(self) -> list[Call]:
         with self._lock:
@@ -294,6 +306,18 @@ class FakeSlack:
                                    "thread_ts": params.get("thread_ts"), "content": self.uploads[item["id"]]})
                 self.files.extend(shared)
             return JSONResponse({"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]})
+        # --- App Home (issue 19 item 2): views.publish ------------------------------------------
+        if method == "views.publish":
+            view = params.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            user = params.get("user_id")
+            if not user or not isinstance(view, dict) or view.get("type") != "home":
+                return JSONResponse({"ok": False, "error": "invalid_arguments"})
+            if len(view.get("blocks") or []) > 100:
+                return JSONResponse({"ok": False, "error": "invalid_blocks"})
+            with self._lock:
+                self.homes[user] = view
+            return JSONResponse({"ok": True, "view": {"id": f"V{user}", "type": "home", **view}})
         if method == "users.info":
             user = params.get("user", "")
             if user not in self.users:
