@@ -175,18 +175,22 @@ async def test_a_decision_publishes_the_homes_again_without_the_request(hbot, fa
 
 
 async def test_a_burst_of_changes_is_one_publish_per_person_and_flags_show(hbot, fake_slack):
+    home = hbot.runtime.services.extras["home"]
+    home.debounce = 3.0  # (a loaded test machine takes a while for seven commands)
     open_home(hbot, ADMIN)
     await home_published(hbot, ADMIN)
     await hbot.drain()
+    started = time.monotonic()
     for _ in range(3):
         assert "Dry-run is now" in hbot.slash_text("dryrun on", user=ADMIN)
         assert "Dry-run is now" in hbot.slash_text("dryrun off", user=ADMIN)
     assert "Dry-run is now on" in hbot.slash_text("dryrun on", user=ADMIN)
-    view = await home_published(hbot, ADMIN, 2)
+    burst = time.monotonic() - started
+    await home_published(hbot, ADMIN, 2)
     await hbot.drain()
     calls = fake_slack.publishes(ADMIN)
-    # the seven toggles came within one debounce window (or two, on a slow machine): not seven publishes
-    assert 2 <= len(calls) <= 3, len(calls)
+    # seven toggles, one publish after the burst (more only if the burst outlasted a debounce window)
+    assert len(calls) - 1 <= (1 if burst < home.debounce else 2 + int(burst // home.debounce)), (len(calls), burst)
     assert "Dry-run is on" in flatten(view_of(calls[-1]))
     assert DEBOUNCE > 0
 

@@ -80,6 +80,7 @@ class Home:
         self.services = services
         self.client = client
         self.followups = followups
+        self.debounce = DEBOUNCE
         self._scheduled = False  # a refresh is waiting out its debounce
         self._running = False
         self._again = False  # a change arrived while a refresh ran
@@ -179,7 +180,7 @@ class Home:
         self.followups.start(self._refresh())
 
     async def _refresh(self) -> None:
-        await asyncio.sleep(DEBOUNCE)
+        await asyncio.sleep(self.debounce)
         self._scheduled, self._running = False, True
         try:
             while True:
