@@ -15,6 +15,7 @@ from ..outbox import enqueue, post_automated
 from ..reply import Button, Reply
 from ..settings import Settings
 from ..templating import render_reply
+from .charts import ResponseTimes, response_chart, timeline_chart
 from .impact import Impact
 from .models import ROLES, Alert, Incident, TimelineEntry, role_holders
 
@@ -176,6 +177,10 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
                           "ack_target": "15m", "deviation": "5.5σ below", "incident": None,
                           "repeats": 0},
         "incident_page.html": dict(base, incident=incident, timeline=timeline, lessons=["alert earlier"],
-                                   actions=["add a provider timeout alarm"], notes=[], report=True),
-        "incidents_page.html": {"now": fmt_time(now), "incidents": [dict(incident, link=link)]},
+                                   actions=["add a provider timeout alarm"], notes=[], report=True,
+                                   timeline_chart=timeline_chart(sample_incident(now), [], settings, now)),
+        "incidents_page.html": {"now": fmt_time(now), "incidents": [dict(incident, link=link)],
+                                "response_chart": response_chart([ResponseTimes(
+                                    "P1", 2, 2, 1, 1, timedelta(minutes=4), timedelta(minutes=42),
+                                    timedelta(minutes=15), timedelta(hours=1))])},
     }

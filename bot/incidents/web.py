@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ..grammar import as_id
 from ..templating import render
 from ..web.auth import bearer_ok, require_bearer
-from . import links, service
+from . import charts, links, service
 from .alerts import AlertBody, receive_alert, validation_problems
 from .models import Incident
 from .views import announce_alert, fmt_time, incident_view, timeline_view
@@ -74,7 +74,9 @@ async def incidents_page(request: Request):
             query = links.signed_query(services.settings, service.page_path(incident.id), now)
             view["link"] = f"{service.page_path(incident.id)}?{query}" if query else service.page_path(incident.id)
             incidents.append(view)
-    html = render(services.settings, "incidents_page.html", incidents=incidents, now=fmt_time(now))
+        times = await charts.response_times(session, services.settings, now)
+    html = render(services.settings, "incidents_page.html", incidents=incidents, now=fmt_time(now),
+                  response_chart=charts.response_chart(times))
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
@@ -93,10 +95,12 @@ async def incident_page(request: Request, incident_id: str):
             raise HTTPException(status_code=404, detail="no such incident")
         entries = await service.timeline_of(session, incident.id)
         view = incident_view(incident, services.settings, now)
+        chart = charts.timeline_chart(incident, entries, services.settings, now)
     people = {incident.commander, incident.comms, incident.scribe, incident.declared_by, incident.resolved_by, *(e.actor for e in entries)}
     names = await display_names(services, people - {service.BOT, None})  # after the transaction: network
     html = render(services.settings, "incident_page.html", incident=view, timeline=timeline_view(entries),
-                  report=True, now=fmt_time(now), link=None, names=names, **service.report_parts(entries))
+                  report=True, now=fmt_time(now), link=None, names=names, timeline_chart=chart,
+                  **service.report_parts(entries))
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
