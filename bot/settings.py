@@ -199,10 +199,22 @@ class AlertsSection(_Section):
     dedupe_window: Delay = timedelta(minutes=10)
 
 
+def parse_optional_delay(value: object) -> timedelta | None:
+    """A duration, or `"off"` / `false` / `""` for none (`[incidents] archive_after`)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "off", "never")):
+        return None
+    return parse_duration(value)
+
+
 class IncidentsSection(_Section):
     # A reaction with this emoji (its Slack name, colons optional) on a message in a channel with an
     # open incident puts that message on the incident's timeline (bot/incidents/pins.py).
     pin_emoji: str = "pushpin"
+    # Every declared incident gets its own channel #inc-<number>-<stage> (`--channel new` asks for one).
+    channel_per_incident: bool = False
+    # How long after the resolve an incident's own channel is archived; None ("off"): never.
+    archive_after: Annotated[timedelta | None, BeforeValidator(parse_optional_delay),
+                             AfterValidator(bounded(timedelta(0), 30 * _D))] = None
 
     @field_validator("pin_emoji")
     @classmethod

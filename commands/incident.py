@@ -16,7 +16,7 @@ from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import Conflict, NotFound, UsageError
 from bot.grammar import as_id, as_user
-from bot.incidents import links, service
+from bot.incidents import channels, links, service
 from bot.incidents.impact import Impact, parse_figures
 from bot.incidents.models import ROLES, Alert, Incident, role_holders
 from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
@@ -128,14 +128,16 @@ def _impact_text(figures: dict) -> str:
 # --- declare ---------------------------------------------------------------------------------------------
 
 
-@commands.command(f"incident declare <severity> <stage> <summary...> {FIGURES}",
+@commands.command(f"incident declare <severity> <stage> <summary...> {FIGURES} [--channel new]",
                   summary="open an incident (severity P1, P2 or P3) in this channel and post the initial "
-                          "communication", role=Role.responder, mutating=True,
+                          "communication (--channel new: in a channel of its own, #inc-<number>-<stage>)",
+                  role=Role.responder, mutating=True,
                   examples=["incident declare P1 checkout conversion down baseline=3.2% current=2.1% "
-                            "traffic=1200/h aov=80"])
+                            "traffic=1200/h aov=80", "incident declare P2 billing invoices stuck --channel new"])
 async def declare(ctx: Context, args: dict) -> Reply:
     severity = service.parse_severity(args["severity"])
     figures = parse_figures(args)
+    own_channel = channels.wants_own_channel(ctx.settings, args.get("channel"))
     channel = _incident_channel(ctx)
     incident = await service.declare(ctx.session, ctx.settings, channel=channel, actor=ctx.actor,
                                      severity=severity, stage=args["stage"], summary=args["summary"],
@@ -145,11 +147,18 @@ async def declare(ctx: Context, args: dict) -> Reply:
     link = service.page_link(ctx.settings, incident.id, ctx.now)
     initial = render_reply(ctx.settings, f"initial_{severity.lower()}.md", incident=_view(ctx, incident),
                            link=link, now=fmt_time(ctx.now))
-    ctx.post(channel, initial, ref=f"incident:{incident.id}:initial")
-    ctx.note(subject=f"incident:{incident.id}", detail=f"declared {severity} {incident.stage}")
+    if own_channel:  # created by a job after this commits; the initial communication goes there
+        await channels.request_channel(ctx.session, incident, ctx.now)
+    else:
+        ctx.post(channel, initial, ref=f"incident:{incident.id}:initial")
+    ctx.note(subject=f"incident:{incident.id}", detail=f"declared {severity} {incident.stage}",
+             **({"channel": "new"} if own_channel else {}))
     ack_hint = "" if severity == "P3" and not ctx.settings.cfg.escalation else \
         Text(f" Acknowledge within {format_duration(ctx.settings.cfg.severity[severity].ack)} with ",
              Code("/revops incident ack"), ".")
+    if own_channel:
+        return Reply(Text(f"Incident #{incident.id} declared ({severity}, {incident.stage}).",
+                          channels.pending_words(incident), ack_hint))
     return Reply(Text(f"Incident #{incident.id} declared ({severity}, {incident.stage}); the initial communication "
                       "is posted in ", Channel(channel), ".", ack_hint))
 
@@ -163,6 +172,7 @@ async def declare(ctx: Context, args: dict) -> Reply:
 async def ack(ctx: Context, args: dict) -> Reply:
     incident = await _target(ctx, _ref_arg(args), doing="acknowledge", lock=True)
     await service.acknowledge(ctx.session, incident, actor=ctx.actor, now=ctx.now)
+    await channels.invite_later(ctx.session, incident, ctx.actor, ctx.now)
     elapsed = format_duration(ctx.now - incident.detected_at)
     _entry(ctx, incident, "ack", f"Acknowledged after {elapsed}; incident commander")
     view = _view(ctx, incident)  # once: the announcement and the commander's checklist show the same
@@ -273,6 +283,7 @@ async def resolve(ctx: Context, args: dict) -> Reply:
         raise UsageError("missing <root_cause>: say what caused it")
     incident = await _target(ctx, ref, doing="resolve", lock=True)
     await service.resolve(ctx.session, incident, actor=ctx.actor, root_cause=cause, now=ctx.now)
+    await channels.schedule_archive(ctx.session, ctx.settings, incident, ctx.now)
     duration = format_duration(ctx.now - incident.detected_at)
     _entry(ctx, incident, "resolve", f"Resolved after {duration}. Root cause: {cause}", root_cause=cause)
     link = service.page_link(ctx.settings, incident.id, ctx.now)
@@ -298,6 +309,7 @@ async def role(ctx: Context, args: dict) -> Reply:
     ref = service.parse_ref(ref_raw)
     incident = await _target(ctx, ref, doing="give roles on", lock=True)
     previous = service.assign_role(incident, which, holder)
+    await channels.invite_later(ctx.session, incident, holder, ctx.now)
     name = ROLES[which]
     _entry(ctx, incident, "role", f"{name[0].upper()}{name[1:]}: @{holder}" + (f" (was @{previous})" if previous else ""),
            role=which, user=holder, previous=previous)
@@ -532,9 +544,12 @@ async def alert_declare(ctx: Context, value: str) -> Reply:
     alert.status = "declared"
     alert.incident_id = incident.id
     link = service.page_link(ctx.settings, incident.id, ctx.now)
-    ctx.post(channel, render_reply(ctx.settings, f"initial_{incident.severity.lower()}.md",
-                                   incident=_view(ctx, incident), link=link, now=fmt_time(ctx.now)),
-             ref=f"incident:{incident.id}:initial")
+    if channels.wants_own_channel(ctx.settings, None):
+        await channels.request_channel(ctx.session, incident, ctx.now)
+    else:
+        ctx.post(channel, render_reply(ctx.settings, f"initial_{incident.severity.lower()}.md",
+                                       incident=_view(ctx, incident), link=link, now=fmt_time(ctx.now)),
+                 ref=f"incident:{incident.id}:initial")
     if incident.commander:
         _brief(ctx, incident, "commander", incident.commander)
     ctx.note(subject=f"incident:{incident.id}", detail=f"declared from alert {alert.id}")

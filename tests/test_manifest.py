@@ -38,6 +38,11 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.getPermalink": (),  # no scope
     "reactions.get": ("reactions:read",),
     "conversations.members": ("channels:read",),
+    # an incident's own channel (bot/slack/conversations.py): public channels, so channels:manage
+    "conversations.create": ("channels:manage",),
+    "conversations.invite": ("channels:manage",),
+    "conversations.setTopic": ("channels:manage",),
+    "conversations.archive": ("channels:manage",),
     "reactions.add": ("reactions:write",),
     # exports: slack_sdk's files_upload_v2 = files.getUploadURLExternal + files.completeUploadExternal
     "files.upload.v2": ("files:write",),

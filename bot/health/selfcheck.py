@@ -34,7 +34,7 @@ WEBHOOKS_STALE = timedelta(hours=24)  # SPEC §4 reconcile: no event for 24h = s
 
 # The Slack scopes the app manifest asks for; read from manifest.json when it is beside the package.
 DEFAULT_SCOPES = ["commands", "chat:write", "chat:write.public", "app_mentions:read", "users:read",
-                  "channels:history", "groups:history", "files:write", "reactions:read"]
+                  "channels:history", "groups:history", "files:write", "reactions:read", "channels:manage"]
 MANIFEST = Path(__file__).resolve().parents[2] / "manifest.json"
 
 

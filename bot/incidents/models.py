@@ -51,6 +51,14 @@ class Incident(Base):
     last_human_update_at: Mapped[datetime | None]
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)  # levels already notified
     alert_id: Mapped[int | None] = mapped_column(BigId)
+    # Its own channel (issue 19 item 5; bot/incidents/channels.py). `own_channel_state`: None (it runs
+    # in `channel`), "requested" (being created), "ready" (`own_channel` is `channel` from then on),
+    # "failed" (it runs in the main channel, which was told why), "archived" (`archived_at`).
+    # `home_channel`: where it was declared, which got the pointer to its own channel.
+    own_channel: Mapped[str | None] = mapped_column(String(64))
+    own_channel_state: Mapped[str | None] = mapped_column(String(16))
+    home_channel: Mapped[str | None] = mapped_column(String(64))
+    archived_at: Mapped[datetime | None]
 
 
 class TimelineEntry(Base):

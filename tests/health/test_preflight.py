@@ -11,6 +11,7 @@ from bot.db import Database, run_upgrade
 from bot.flags import set_flag
 from tests.support.harness import (ADMIN_KEY, ALERTS_TOKEN, BOT_TOKEN, RESPONDER, ROLES_TOML, SECRETS,
                                    SIGNING_SECRET, STRIPE_KEY, VIEWER, WEBHOOK_SECRET, Bot, flatten, make_settings)
+from tests.support.fake_slack import SCOPES as FAKE_SCOPES
 
 from .conftest import assert_no_secrets
 
@@ -45,7 +46,7 @@ def test_preflight_good_configuration(bot, fake_slack):
     for name, words in [("settings", "all 5 required secrets set"), ("webhook secret", "STRIPE_WEBHOOK_SECRET set"),
                         ("stripe key mode", "test key, REVOPS_ENV=development"), ("migrations", "at head"),
                         ("dry-run", "off"), ("panic", "off"), ("roles", "1 admin(s), 3 people can approve"),
-                        ("templates", ""), ("slack", "all 8 manifest scopes granted"), ("health checks", "")]:
+                        ("templates", ""), ("slack", f"all {len(FAKE_SCOPES.split(','))} manifest scopes granted"), ("health checks", "")]:
         assert words in check_line(report, name)
     assert "SLACK_BOT_TOKEN\nset" in report and "SLACK_APP_TOKEN\nmissing" in report
     assert_no_secrets(fake_slack.everything_sent())

@@ -21,7 +21,11 @@ from starlette.routing import Route
 
 from .server import LiveServer
 
-SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history,files:write,reactions:read"  # as manifest.json asks
+SCOPES = "commands,chat:write,chat:write.public,app_mentions:read,users:read,channels:history,groups:history,files:write,reactions:read,channels:manage"  # as manifest.json asks
+
+
+CHANNEL_METHODS = ("conversations.create", "conversations.invite", "conversations.setTopic", "conversations.archive")
+CHANNEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @dataclass
@@ -63,6 +67,7 @@ class FakeSlack:
         self.channel_messages: dict[str, list[dict[str, Any]]] = {}
         # App Home (issue 19 item 2): views.publish keeps each user's latest home view.
         self.homes: dict[str, dict] = {}
+        self._init_channels()
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/upload/{file_id}", self._upload, methods=["POST"]),
@@ -100,6 +105,7 @@ class FakeSlack:
             self.files.clear()
             self.channel_messages.clear()
             self.homes.clear()  # App Home
+            self._init_channels()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -325,6 +331,8 @@ class FakeSlack:
             return JSONResponse({"ok": True, "user": {"id": user, "name": user.lower(), "real_name": self.users[user],
                                                       "profile": {"display_name": self.users[user],
                                                                   "real_name": self.users[user]}}})
+        if method in CHANNEL_METHODS:
+            return self._channels_api(method, params)
         return JSONResponse({"ok": True})
 
     # --- messages people wrote, their threads and reactions (📌 to the timeline, issue 19 item 3) ---
@@ -408,6 +416,57 @@ class FakeSlack:
                           and in_range(m["ts"])), key=lambda m: float(m["ts"]))
         thread = [parent, *replies][:limit]
         return JSONResponse({"ok": True, "messages": [self._shown(m) for m in thread], "has_more": False})
+    # --- channels: conversations.create / invite / setTopic / archive (an incident's own channel) ---------
+    def _init_channels(self) -> None:
+        """`channels`: id -> {"name", "members" (set), "topic", "archived", "created_by"}; names stay taken
+        when archived, as in Slack. Failures: `fail("conversations.create", status=200, error="missing_scope")`."""
+        self.channels: dict[str, dict[str, Any]] = {}
+        self._channel_ids = itertools.count(1)
+
+    def channel_named(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            return next(((cid, dict(c)) for cid, c in self.channels.items() if c["name"] == name), None)
+
+    def _channels_api(self, method: str, params: dict[str, Any]) -> Response:
+        with self._lock:
+            if method == "conversations.create":
+                name = str(params.get("name") or "")
+                if not name or len(name) > 80:
+                    return JSONResponse({"ok": False, "error": "invalid_name_maxlength" if name else "invalid_name_required"})
+                if not all(ch in CHANNEL_NAME_CHARS for ch in name):
+                    return JSONResponse({"ok": False, "error": "invalid_name_specials"})
+                if any(c["name"] == name for c in self.channels.values()):
+                    return JSONResponse({"ok": False, "error": "name_taken"})
+                cid = f"C9NEW{next(self._channel_ids):04d}"
+                self.channels[cid] = {"name": name, "members": {"U0BOT"}, "topic": "", "archived": False}
+                return JSONResponse({"ok": True, "channel": {"id": cid, "name": name, "is_channel": True,
+                                                             "is_private": params.get("is_private") in (True, "true")}})
+            channel = self.channels.get(str(params.get("channel") or ""))
+            if channel is None:
+                return JSONResponse({"ok": False, "error": "channel_not_found"})
+            if method == "conversations.archive":
+                if channel["archived"]:
+                    return JSONResponse({"ok": False, "error": "already_archived"})
+                channel["archived"] = True
+                return JSONResponse({"ok": True})
+            if channel["archived"]:
+                return JSONResponse({"ok": False, "error": "is_archived"})
+            if method == "conversations.invite":
+                users = [u for u in str(params.get("users") or "").split(",") if u]
+                if not users:
+                    return JSONResponse({"ok": False, "error": "no_user"})
+                if "U0BOT" in users:
+                    return JSONResponse({"ok": False, "error": "cant_invite_self"})
+                if all(u in channel["members"] for u in users):
+                    return JSONResponse({"ok": False, "error": "already_in_channel"})
+                channel["members"].update(users)
+                return JSONResponse({"ok": True, "channel": {"id": params.get("channel")}})
+            # conversations.setTopic
+            topic = str(params.get("topic") or "")
+            if len(topic) > 250:
+                return JSONResponse({"ok": False, "error": "too_long"})
+            channel["topic"] = topic
+            return JSONResponse({"ok": True, "channel": {"id": params.get("channel"), "topic": {"value": topic}}})
 
     async def _upload(self, request: Request) -> Response:
         body = await request.body()
