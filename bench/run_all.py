@@ -8,7 +8,7 @@ README's Performance section shows).
 (a) acknowledgement latency against a bare bolt app, (b) webhook ingest against a verify-only
 endpoint, (c) health fan-out against the slowest probe, (d) the scheduler with 1,000 open
 incidents and three workers on PostgreSQL, (e) resident memory of `revops serve` after 10,000
-requests, and the hypothesis fuzzing of every sub-command and of every edge (Slack, /alerts,
+requests, (f) overload: 500 commands at once and commands during a Stripe retry storm, and the hypothesis fuzzing of every sub-command and of every edge (Slack, /alerts,
 Stripe, signed links) with 10,000 examples each (`--fuzz-only` runs just those, `--keep-fuzz`
 keeps the last run's).
 """
@@ -86,6 +86,9 @@ def main() -> int:
         "bench/scheduler.py", "--incidents", "200" if q else "1000", "--json", str(tmp / "scheduler.json")])
     codes["memory"], _, _ = step("(e) memory", [
         "bench/memory.py", "--requests", "1000" if q else "10000", "--json", str(tmp / "memory.json")])
+    codes["overload"], _, _ = step("(f) overload", [
+        "bench/overload.py", "--db", "both", "--burst", "200" if q else "500", "--events", "500" if q else "3000",
+        "--json", str(tmp / "overload.json")])
     stored = BENCH / "results.json"
     last = _last(stored)
     if args.keep_fuzz and last.get("fuzz") and last.get("fuzz_edges"):
@@ -94,7 +97,7 @@ def main() -> int:
         fuzz(results, codes, 500 if q else 10_000)
 
     for key, name in (("ack_latency", "ack"), ("health_fanout", "health"), ("scheduler", "scheduler"),
-                      ("memory", "memory")):
+                      ("memory", "memory"), ("overload", "overload")):
         path = tmp / f"{name}.json"
         results[key] = json.loads(path.read_text()) if path.exists() else None
     results["webhook_ingest"] = _last(stored).get("webhook_ingest")
@@ -155,6 +158,7 @@ def markdown(r: dict) -> str:
     if mem:
         lines.append(f"| memory of `revops serve` after {mem['requests']} requests | {mem['rss_after_mb']} MB RSS | "
                      f"{mem['rss_after_warmup_mb']} MB after warm-up | {mem['growth_after_warmup_mb']:+} MB | no growth |")
+    lines += overload_rows(r.get("overload") or [])
     f = r.get("fuzz")
     if f:
         lines.append(f"| fuzzing every sub-command (hypothesis) | {f['examples']} examples | — | "
@@ -165,6 +169,25 @@ def markdown(r: dict) -> str:
                      f"(SQLite) | {f['examples']} examples each | — | {'passed' if f['passed'] else 'FAILED'} | "
                      f"never a 5xx, nothing logged above WARNING |")
     return "\n".join(lines) + "\n"
+
+
+def overload_rows(runs: list[dict]) -> list[str]:
+    """bench/overload.py's rows: the burst and the mixed load, per database."""
+    lines = []
+    for o in runs:
+        a, v, f, m = o["answers"], o["revops"], o["floor"], o["mixed"]
+        load = f", load average {o['load_average']['before'].split()[0]}" if o.get("load_average") else ""
+        lines.append(f"| overload: {o['burst']} commands at once ({o['db']}{load}), help/credits/incident status/grant | "
+                     f"ack p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms, max {v['max_ms']:.0f} ms; "
+                     f"answered in full {a['full']} ({a['inline']} in the ack, {a['working_answered']} on the "
+                     f"response_url), refused as overloaded {a['refused']} | bare bolt max {f['max_ms']:.0f} ms "
+                     f"(p99 {f['p99_ms']:.0f} ms) | {o['max_ratio']:.2f}x | max < 3 s "
+                     f"({'met' if o['burst_met'] else 'missed'}) |")
+        lines.append(f"| overload: commands at c=8 during a {m['events']}-event Stripe retry storm at c=16 "
+                     f"({o['db']}{load}) | ack p50 {m['loaded']['p50_ms']:.0f} ms, p99 {m['loaded']['p99_ms']:.0f} ms; "
+                     f"events lost {m['lost']} | no storm: p99 {m['quiet']['p99_ms']:.0f} ms | "
+                     f"{m['p99_ratio']:.2f}x | p99 < 250 ms, 0 lost ({'met' if o['mixed_met'] else 'missed'}) |")
+    return lines
 
 
 def fuzz(results: dict, codes: dict, examples: int) -> None:

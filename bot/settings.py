@@ -131,7 +131,7 @@ class SlackSection(_Section):
     # Admission of slash commands and clicks (bot/slack/admission.py): this many run at once; past
     # it one is acknowledged at once with "Working on it…" and waits its turn (answered on the
     # response_url); past `overload_limit` in hand (running and waiting) one is refused in words.
-    queue_depth: int = Field(default=16, ge=1, le=10_000)
+    queue_depth: int = Field(default=32, ge=1, le=10_000)
     overload_limit: int = Field(default=400, ge=1, le=100_000)
 
     @model_validator(mode="after")

@@ -215,7 +215,7 @@ def test_quick_commands_still_answer_inside_the_acknowledgement(held):
 
 def test_the_limits_are_settings_with_defaults(tmp_path):
     defaults = load_settings(revops_config=str(_toml(tmp_path, "")))
-    assert (defaults.cfg.slack.queue_depth, defaults.cfg.slack.overload_limit) == (16, 400)
+    assert (defaults.cfg.slack.queue_depth, defaults.cfg.slack.overload_limit) == (32, 400)
     with pytest.raises(SettingsError, match="overload_limit .* must be at least queue_depth"):
         load_settings(revops_config=str(_toml(tmp_path, "[slack]\nqueue_depth = 8\noverload_limit = 4\n")))
     with pytest.raises(SettingsError, match="queue_depth"):
