@@ -17,9 +17,10 @@ from bot.app import build_services
 from bot.incidents.channels import channel_name, topic_of
 from bot.scheduler import drain, run_due
 from tests.incidents.conftest import head, incident, outbox, timeline
+from tests.incidents.test_alerts import ALERT, AUTH
 from tests.support.harness import CHANNEL, RESPONDER, VIEWER, Bot, flatten, make_settings
 
-COMMS, SCRIBE = "U0COMMS", "U0SCRIBE"
+COMMS, SCRIBE, RESPONDER2 = "U0COMMS", "U0SCRIBE", "U0RESPONDER2"
 
 CHANNEL_TOML = """
 [severity.P1]
@@ -170,11 +171,42 @@ async def test_channel_per_incident_makes_one_without_the_flag_and_here_opts_out
         await drain(svc)
         assert fake_slack.channel_named("inc-1-billing") is not None
         assert (await incident(svc, 1)).own_channel_state == "ready"
+        # whoever acknowledges (from anywhere, with #ID) is invited too
+        assert "incident commander of #1" in running.slash_text("incident ack #1", user=RESPONDER2)
+        assert "incident:1:invite:U0RESPONDER2" in await drain(svc)
+        assert RESPONDER2 in fake_slack.channel_named("inc-1-billing")[1]["members"]
         text = running.slash_text("incident declare P3 signup slow form --channel here", user=RESPONDER)
         assert "the initial communication is posted in" in text
         await drain(svc)
         assert [c.params["name"] for c in fake_slack.calls_of("conversations.create")] == ["inc-1-billing"]
         assert (await incident(svc, 2)).own_channel_state is None
+    finally:
+        await svc.db.dispose()
+        running.stop()
+
+
+async def test_an_alert_declared_incident_gets_its_channel_and_slack_refusals_after_creation_are_warnings(
+        tmp_path, db_url, fake_slack, clock):
+    running = make_bot(tmp_path, db_url, fake_slack, clock, extra="channel_per_incident = true\n")
+    svc = build_services(running.settings, clock)
+    try:
+        alert_id = running.http.post("/alerts", json=ALERT, headers=AUTH).json()["id"]
+        running.click_and_wait("revops:incident.alert_ack", str(alert_id), user=RESPONDER2)
+        running.click_and_wait("revops:incident.alert_declare", str(alert_id), user=RESPONDER)
+        fake_slack.fail("conversations.invite", status=200, error="user_not_found")  # the declarer's invite
+        fake_slack.fail("conversations.setTopic", status=200, error="too_long")
+        await drain(svc)
+        row = await incident(svc, 1)
+        new, info = fake_slack.channel_named("inc-1-checkout")
+        assert (row.channel, row.own_channel_state, row.commander) == (new, "ready", RESPONDER2)
+        assert RESPONDER2 in info["members"] and RESPONDER not in info["members"]  # the commander is invited
+        await fake_slack.wait("chat.postMessage", count=3, where=lambda c: c.params.get("channel") == new)
+        initial, *warnings = posts_to(fake_slack, new)
+        assert "[P1] Incident #1: checkout" in initial
+        assert any(f"Could not invite <@{RESPONDER}>" in w and "user_not_found" in w for w in warnings)
+        assert any("Could not set this channel's topic (Slack said too_long)" in w for w in warnings)
+        await fake_slack.wait("chat.postMessage", where=lambda c: c.params.get("channel") == CHANNEL
+                              and f"<#{new}>" in flatten(c.params))
     finally:
         await svc.db.dispose()
         running.stop()
