@@ -18,6 +18,7 @@ from bot.errors import Conflict, NotFound, UsageError
 from bot.grammar import as_id, as_user
 from bot.incidents import channels, links, service
 from bot.incidents.impact import Impact, parse_figures
+from bot.incidents.jobs import SNOOZES, snooze_reminder
 from bot.incidents.models import ROLES, Alert, Incident, role_holders
 from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
 from bot.models import ScheduledJob
@@ -386,7 +387,9 @@ async def timeline(ctx: Context, args: dict) -> Reply:
     total = await service.timeline_count(ctx.session, incident.id)
     shown = await service.timeline_of(ctx.session, incident.id, limit=TIMELINE_LIMIT)
     lines = [Text(f"{e['at']}  ", User(e["actor"], ping=False) if e["actor"] != service.BOT else "revops", "  ",
-                  clip(e["text"], ENTRY_CHARS)) for e in timeline_view(shown)]
+                  clip(e["text"], ENTRY_CHARS),
+                  *((" (", Link(e["permalink"], "in Slack"), ")") if e["permalink"] else ()))  # a pinned message
+             for e in timeline_view(shown)]
     more = _page_more(ctx, incident)
     footer = None
     if total > len(shown):
@@ -554,3 +557,24 @@ async def alert_declare(ctx: Context, value: str) -> Reply:
         _brief(ctx, incident, "commander", incident.commander)
     ctx.note(subject=f"incident:{incident.id}", detail=f"declared from alert {alert.id}")
     return _alert_card(ctx, alert, "declared", incident)
+
+
+# --- the update reminder's Snooze buttons (issue 19 item 6) -------------------------------------------------
+
+
+@commands.action("snooze", role=Role.responder)
+@_in_words
+async def snooze(ctx: Context, value: str) -> Reply:
+    number, _, span = (value or "").partition(" ")
+    incident_id = as_id(number)
+    if incident_id is None or span not in SNOOZES:
+        raise UsageError("this Snooze button names no incident and span (30m or 1h)")
+    incident = await _target(ctx, incident_id, doing="snooze", lock=True)
+    service.require_open(incident, "snoozed")
+    due = await snooze_reminder(ctx.session, incident.id, SNOOZES[span], ctx.now)
+    if due is None:
+        raise Conflict(f"Incident #{incident.id} has no update reminder to snooze.")
+    _entry(ctx, incident, "snooze", f"Reminders snoozed for {span} by @{ctx.actor}; next reminder at {due:%H:%M} UTC",
+           span=span, until=due.isoformat())
+    ctx.note(subject=f"incident:{incident.id}", detail=f"reminders snoozed for {span}", span=span)
+    return Reply(f"Reminders of incident #{incident.id} snoozed for {span}: the next one is due at {due:%H:%M} UTC.")

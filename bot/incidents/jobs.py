@@ -7,13 +7,16 @@ family hands the scheduler (bot/incidents/family.py)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
 
 from ..billing.views import daily_reconcile as reconcile_last_day
 from ..billing.weekly_views import weekly_reconcile as reconcile_last_week
+from ..models import ScheduledJob
 from ..outbox import post_automated
 from ..render_text import plain_text
-from ..reply import Reply
+from ..reply import Button, Reply
 from ..scheduler import DONE, JobKind, JobRun
 from ..templating import render_reply
 from ..text import Link, Text
@@ -93,6 +96,35 @@ async def exec_summary(run: JobRun):
     return await _cadence_update(run, "executive_summary.md", "exec_summary")
 
 
+# The reminder's Snooze buttons (issue 19 item 6): the label's span, and how far it moves the next reminder.
+SNOOZES = {"30m": timedelta(minutes=30), "1h": timedelta(hours=1)}
+# `revops:form:<command>` opens that command's modal in Slack (bot/slack/modals.py).
+POST_UPDATE_ACTION = "form:incident update"
+
+
+def reminder_buttons(incident_id: int) -> list[Button]:
+    """Post update (the update form) and Snooze 30m / 1h (`incident.snooze`, value "<id> <span>")."""
+    return [Button("Post update", POST_UPDATE_ACTION, str(incident_id), style="primary"),
+            *(Button(f"Snooze {span}", "incident.snooze", f"{incident_id} {span}") for span in SNOOZES)]
+
+
+def reminder_key(incident_id: int) -> str:
+    return f"incident:{incident_id}:update_reminder"
+
+
+async def snooze_reminder(session, incident_id: int, by: timedelta, now: datetime) -> datetime | None:
+    """Move the incident's next update reminder `by` later (from now, when it is overdue already);
+    its new due time, or None when the incident has no reminder scheduled. Call it with the
+    incident's row locked (the order every incident command and job takes)."""
+    job = (await session.execute(select(ScheduledJob).where(
+        ScheduledJob.key == reminder_key(incident_id), ScheduledJob.status == "active").with_for_update())
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    job.due_at = max(job.due_at, now) + by
+    return job.due_at
+
+
 async def update_reminder(run: JobRun):
     incident = await _open_incident(run)
     if incident is None:
@@ -103,7 +135,9 @@ async def update_reminder(run: JobRun):
         return last + window  # a human spoke: check again when this window closes
     view = incident_view(incident, run.settings, run.now)
     reply = render_reply(run.settings, "update_reminder.md", incident=view, window=dur(window),
-                         since=dur(run.now - last), link=None, now=view["declared_at"])
+                         since=dur(run.now - last), link=None, now=view["declared_at"],
+                         snoozes=list(SNOOZES))
+    reply.buttons = reminder_buttons(incident.id)
     await auto_post(run, incident=incident, channel=incident.channel, reply=reply, kind="update_reminder")
     return None
 

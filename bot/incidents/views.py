@@ -90,7 +90,8 @@ def incident_view(incident: Incident, settings: Settings, now: datetime) -> dict
 
 def timeline_view(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
     return [
-        {"at": fmt_time(e.at), "time": fmt_clock(e.at), "kind": e.kind, "actor": e.actor, "text": e.text}
+        {"at": fmt_time(e.at), "time": fmt_clock(e.at), "kind": e.kind, "actor": e.actor, "text": e.text,
+         "permalink": getattr(e, "source_permalink", None)}  # a pinned Slack message's (bot/incidents/pins.py)
         for e in entries
     ]
 
@@ -149,7 +150,7 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
     open_incident = dict(incident, status="acknowledged", open=True, resolved_at=None, root_cause=None)
     timeline = [
         {"at": fmt_time(now), "time": fmt_clock(now), "kind": "declare", "actor": "U0RESPONDER",
-         "text": "Declared P1 on checkout"},
+         "text": "Declared P1 on checkout", "permalink": None},
     ]
     link = "https://revops.example.com/incidents/7?exp=1&sig=x"
     alert = SimpleNamespace(id=3, stage="checkout", metric="conversion_rate", baseline_mean=0.032,
@@ -164,7 +165,7 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "revenue_update.md": dict(base, sequence=2, catch_up=0, latest_update="mitigation in progress"),
         "engineering_update.md": dict(base, sequence=1, catch_up=3, latest_update=None, recent=timeline),
         "executive_summary.md": dict(base, sequence=1, catch_up=0, latest_update=None),
-        "update_reminder.md": dict(base, window="30m", since="35m"),
+        "update_reminder.md": dict(base, window="30m", since="35m", snoozes=["30m", "1h"]),
         "escalation.md": dict(base, levels=[{"name": "L2", "after": "15m", "notify": ["U0EM"]}],
                               target="incident", alert=None, unacknowledged_for="16m"),
         "announcement.md": dict(base, event="ack", actor="U0RESPONDER", text="rolled back", old_severity="P2"),

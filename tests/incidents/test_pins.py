@@ -89,8 +89,11 @@ async def test_a_pinned_message_is_on_the_timeline_at_its_own_time_once(ibot, se
              if needle in line]
     assert len(order) == 3 and order == sorted(order), lines
     assert "12:03 UTC" in next(line for line in lines if "Pinned message" in line)
+    permalink = f"<{entry.source_permalink}|in Slack>"  # its link, from Slack's chat.getPermalink
+    assert permalink in next(line for line in lines if "Pinned message" in line)
     page = ibot.http.get(link_of(ibot)).text
     assert page.index("Declared P1") < page.index("Pinned message") < page.index("Update: rolled back")
+    assert f'<a href="{entry.source_permalink}">in Slack</a>' in page
 
     # a second 📌, by someone else: still once (and nothing more is audited)
     await react(ibot, fake_slack, said, user=RESPONDER)
