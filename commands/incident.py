@@ -61,6 +61,7 @@ async def _target(ctx: Context, ref: int | None, *, doing: str | None = None, lo
     except NotFound:
         if ref is not None:
             raise
+        await channels.say_where_it_moved(ctx.session, ctx.channel)
         last = (await ctx.session.execute(
             select(Incident).where(Incident.channel == (ctx.channel or "")).order_by(Incident.id.desc()).limit(1)
         )).scalar_one_or_none()

@@ -34,14 +34,14 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..errors import UsageError
+from ..errors import NotFound, UsageError
 from ..outbox import PERMANENT, RETRY, SendError, enqueue
 from ..reply import Reply
 from ..scheduler import JobKind, JobRun, stop_jobs, upsert_job
 from ..services import Services
 from ..settings import Settings
 from ..templating import render_reply
-from ..text import Channel, Code, Em, Icon, Text, User, clip
+from ..text import Channel, Code, Em, Icon, Text, User, clip, join
 from . import service
 from .models import ROLES, Incident
 from .views import fmt_time, incident_view
@@ -347,6 +347,20 @@ async def archive_channel(run: JobRun) -> None:
         await enqueue(session, channel=locked.own_channel, at=now, author=locked.commander or locked.declared_by,
                       reply=Reply(Text(Icon("warning"), f" Could not archive this channel ({problem}); "
                                        "archive it by hand when you are done."), private=False))
+
+
+async def say_where_it_moved(session: AsyncSession, channel: str | None) -> None:
+    """A command typed in a main channel whose incident now runs in its own channel: NotFound saying where."""
+    if not channel:
+        return
+    moved = (await session.execute(
+        select(Incident.id, Incident.own_channel).where(Incident.home_channel == channel, Incident.status != "resolved",
+                                                        Incident.own_channel_state == "ready")
+        .order_by(Incident.id.desc()).limit(3))).all()
+    if moved:
+        where = join(", ", [Text(f"#{number} in ", Channel(own)) for number, own in moved])
+        raise NotFound(Text("There is no open incident in this channel; declared here and running in its own "
+                            "channel: ", where, ". Type the command there, or name the incident with #ID."))
 
 
 def pending_words(incident: Incident) -> Text:

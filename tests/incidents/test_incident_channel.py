@@ -93,6 +93,9 @@ async def test_declare_with_channel_new_runs_the_incident_in_its_own_channel(cbo
                           and "failover started" in flatten(c.params))
     status = cbot.slash_text("incident status", user=VIEWER, channel=new)
     assert "Incident #1 [P1] checkout" in status
+    # Typed in the main channel, a command says where the incident went.
+    moved = cbot.slash_text("incident update still down", user=RESPONDER)
+    assert "running in its own channel" in moved and f"#1 in <#{new}>" in moved
     # The main channel is free for another incident.
     assert "Incident #2 declared" in cbot.slash_text("incident declare P2 billing invoices stuck", user=RESPONDER)
 
