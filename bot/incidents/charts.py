@@ -26,16 +26,17 @@ MAX_TICKS = 6
 # A target further out than this many times the incident's own span is named, not drawn.
 TARGET_REACH = 3
 TEXT_CHARS = 200  # of an update's text in its tick's tooltip
+TICKS = ("update", "pin")  # the timeline entries drawn as ticks
 
 # The timeline's viewBox and rows (top to bottom: target labels, update ticks, the track,
 # milestone labels, the time axis).
 WIDTH, LEFT, RIGHT = 800, 20, 780
 TARGET_ROWS = (16, 32)
 TRACK_Y, TRACK_H = 62, 16
-LABEL_ROWS = (96, 112, 128)  # milestone labels, staggered when close
+LABEL_ROWS = (94, 109, 124, 139)  # milestone labels, staggered when close
 LABEL_GAP = 110  # closer than this (in units) a label goes one row down
-AXIS_Y = 142  # the time axis' line; its labels sit under it
-HEIGHT = 164
+AXIS_Y = 152  # the time axis' line; its labels sit under it
+HEIGHT = 174
 EDGE = 70  # a label this close to an end is anchored on that end, not centred
 
 # The bar chart's viewBox and rows; a bar OVER times its target or longer is cut at the right end.
@@ -183,9 +184,10 @@ def timeline_chart(incident: Incident, entries: list[TimelineEntry], settings: S
                       "title": f"{label[0].upper()}{label[1:]} at {_hhmm(at)} UTC, "
                                f"{_dur(_seconds(at - start))} after detection"})
 
-    updates = [{"x": x(e.at), "at": _hhmm(e.at), "actor": e.actor,
+    # status updates, and messages pinned to the timeline (📌, at the message's own time)
+    updates = [{"x": x(e.at), "at": _hhmm(e.at), "actor": e.actor, "kind": e.kind,
                 "text": (e.data or {}).get("text") or e.text}
-               for e in entries if e.kind == "update"]
+               for e in entries if e.kind in TICKS]
     for u in updates:
         if len(u["text"]) > TEXT_CHARS:
             u["text"] = u["text"][:TEXT_CHARS - 1] + "…"

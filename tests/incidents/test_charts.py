@@ -99,7 +99,9 @@ def test_the_timeline_of_an_open_incident_runs_up_to_now(tmp_path, fake_slack):
     entries = [TimelineEntry(incident_id=1, at=NOW + 30 * M, kind="update", actor=RESPONDER, text="Update: x",
                              data={"text": "x" * 500}),
                TimelineEntry(incident_id=1, at=NOW + 35 * M, kind="note", actor=RESPONDER, text="Note: y",
-                             data={"text": "y"})]
+                             data={"text": "y"}),
+               TimelineEntry(incident_id=1, at=NOW - 5 * M, kind="pin", actor="U0DEV", text="Pinned message: z",
+                             data={"text": "z"})]
     chart = timeline_chart(open_one, entries, settings, now)
 
     assert chart["open"] and LEFT < chart["now_x"] < RIGHT
@@ -111,7 +113,9 @@ def test_the_timeline_of_an_open_incident_runs_up_to_now(tmp_path, fake_slack):
     assert ack["late"] and ack["label"] == "acknowledged 12:20"  # 20m against a 15m target
     assert {t["key"]: t["met"] for t in chart["targets"]} == {"ack": False, "resolve": True}
     assert chart["targets_off"] == []
-    assert len(chart["updates"]) == 1 and len(chart["updates"][0]["text"]) == 200  # notes are not ticks
+    update, pin = chart["updates"]  # notes are not ticks
+    assert update["kind"] == "update" and len(update["text"]) == 200
+    assert pin["kind"] == "pin" and pin["text"] == "z" and pin["x"] == LEFT  # posted before detection
     assert all(LEFT <= t["x"] <= RIGHT for t in chart["ticks"]) and chart["ticks"][0]["label"] == "12:00 UTC"
     rows = {m["key"]: m["label_y"] for m in chart["marks"]}
     assert rows["detect"] != rows["declare"]  # close marks: labels on different rows
