@@ -12,6 +12,8 @@ from typing import Callable
 
 from sqlalchemy import func, select
 
+from . import forms
+from .errors import UsageError
 from .models import ConsoleButton
 from .outbox import Deliverer, FileReply
 from .render_text import render_text
@@ -20,6 +22,7 @@ from .router import Router
 from .runtime import Runtime
 
 DEFAULT_CHANNEL = "C0CONSOLE"
+FORM_TRIES = 3  # rounds of prompts a form gets before it is given up
 FILES_DIR = Path(tempfile.gettempdir()) / "revops-files"  # where a file posted from the console is written
 
 
@@ -57,12 +60,15 @@ def _indent(text: str) -> str:
 
 class Console:
     def __init__(self, runtime: Runtime, *, user: str, channel: str = DEFAULT_CHANNEL,
-                 write: Callable[[str], None] | None = None):
+                 write: Callable[[str], None] | None = None, ask: Callable[[str], str] | None = None):
         self.runtime = runtime
         self.router: Router = runtime.router
         self.user = user
         self.channel = channel
         self._write = write or (lambda text: print(text, flush=True))
+        # A form (bot/forms.py) is asked field by field with `ask` (input() in the interactive
+        # console); without it (`revops exec`, the demo tour) the fields are printed instead.
+        self.ask = ask
         if runtime.deliverer.sender is None:
             # Printing is no Slack channel: no per-channel pacing needed.
             runtime.deliverer = Deliverer(runtime.services.db, runtime.services.clock, ConsoleSender(self),
@@ -117,10 +123,68 @@ class Console:
             await self.click(words[1:], user)
         else:
             text = " ".join(shlex.quote(w) if " " in w else w for w in words)
-            outcome = await self.router.handle_text(text, actor=user, channel=where, surface="console")
-            await self.show(outcome.reply)
+            found = forms.wanted(self.runtime.services.registry, text)
+            if found is not None:
+                await self.form(*found, user=user, channel=where)
+            else:
+                outcome = await self.router.handle_text(text, actor=user, channel=where, surface="console")
+                await self.show(outcome.reply)
         await self.runtime.deliverer.deliver_due()
         return True
+
+    async def form(self, command, values: dict[str, str], *, user: str, channel: str | None) -> None:
+        """A command typed with arguments missing: its form as prompts (Slack opens it as a modal),
+        checked by the same grammar and run through the router as the typed command."""
+        fields = command.form.fields
+        if self.ask is None:
+            lines = [f"/revops {command.name} asks for these (a form in Slack; prompts in the interactive console):"]
+            lines += ["   " + forms.prompt_of(f) + (values.get(f.name) or "") for f in fields]
+            lines.append(f"Or type it in full: /revops {command.usage}")
+            self.write("\n".join(lines))
+            return
+        self.write(f"{command.form.title}" + (f" — {command.form.intro}" if command.form.intro else "")
+                   + " (Ctrl-D cancels)")
+        values = dict(values)
+        asking = list(fields)
+        for _ in range(FORM_TRIES):
+            try:
+                for f in asking:
+                    values[f.name] = self._answer(f, values.get(f.name))
+            except EOFError:
+                self.write("(form cancelled; nothing was run)")
+                return
+            problems = forms.field_problems(command, values)
+            if not problems:
+                text = forms.command_text(command, values)
+                parsed = self.router.parse(text)
+                if isinstance(parsed, UsageError):
+                    problems = _problem(command, values, parsed.text)
+                elif parsed[0] is not command:
+                    first = next(f for f in fields if f.name not in command.grammar.named)
+                    problems = {first.name: f"it reads as the sub-command /revops {parsed[0].name}"}
+                else:
+                    outcome = await self.router.handle_text(text, actor=user, channel=channel, surface="console",
+                                                            parsed=parsed)
+                    if outcome.outcome != "usage":
+                        await self.show(outcome.reply)
+                        return
+                    problems = _problem(command, values, outcome.reply.text)
+            for name, reason in problems.items():
+                label = next(f.label for f in fields if f.name == name)
+                self.write(f"✗ {label}: {reason}")
+            asking = [f for f in fields if f.name in problems]
+        self.write(f"(form given up after {FORM_TRIES} tries; nothing was run. Type it in full: "
+                   f"/revops {command.usage})")
+
+    def _answer(self, f, default: str | None) -> str:
+        """One field's answer; Enter keeps the default; a multi-line field ends at an empty line."""
+        prompt = forms.prompt_of(f) + (f"({default}) " if default else "")
+        if f.kind != "multiline":
+            return self.ask(prompt).strip() or (default or "")
+        lines = [self.ask(prompt + "(end with an empty line) ")]
+        while lines[-1].strip():
+            lines.append(self.ask("... "))
+        return "\n".join(lines).strip() or (default or "")
 
     async def click(self, words: list[str], user: str) -> None:
         """`click N` clicks button N; `click Approve` the latest button labelled so."""
@@ -138,12 +202,20 @@ class Console:
         if button is None:
             self.write(f"No button [{' '.join(words)[:40]}]. Usage: click N [--as UID]")
             return
+        if button.action_id.startswith(FORM_BUTTON):  # opens a command's form, prefilled with its value
+            command = forms.command_named(self.runtime.services.registry,
+                                          button.action_id.removeprefix(FORM_BUTTON).split("~", 1)[0])
+            if command is not None and command.form is not None:
+                await self.form(command, forms.prefill(command, button.value), user=user, channel=button.channel)
+                return
         outcome = await self.router.handle_click(button.action_id, button.value, actor=user, channel=button.channel,
                                                  surface="console")
         await self.show(outcome.reply)
 
     async def repl(self) -> None:
         interactive = sys.stdin.isatty()
+        if interactive and self.ask is None:
+            self.ask = input
         if interactive:
             self.write(f"revops console — acting as {self.user} in #{self.channel}. "
                        "Type a command (help), `click N`, `as UID`, `channel CID`, or quit.")
@@ -154,6 +226,15 @@ class Console:
                 break
             if not await self.run_line(line):
                 break
+
+
+FORM_BUTTON = "revops:form:"
+
+
+def _problem(command, values: dict[str, str], refusal) -> dict[str, str]:
+    message = " ".join(str(refusal).split())
+    name = forms.field_of(command, values, message)
+    return {name: forms.reason_for(command, name, message)}
 
 
 def _split(line: str) -> list[str]:

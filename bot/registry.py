@@ -37,6 +37,7 @@ class Command:
     role_note: str | None = None
     examples: list[str] = field(default_factory=list)
     slow: bool = False  # always acknowledge at once and answer afterwards (probes, Stripe)
+    form: Any = None  # bot.forms.Form: what a surface asks for when it is typed with arguments missing
 
     @property
     def name(self) -> str:
@@ -71,6 +72,11 @@ class CommandSet:
         self.family = family
         self.commands: list[Command] = []
         self.actions: list[Action] = []
+        self.forms: dict[str, Any] = {}  # command words -> bot.forms.Form
+
+    def form(self, words: str, form: Any) -> None:
+        """`words` ("incident update") asks for its arguments with `form` when they are missing."""
+        self.forms[" ".join(words.lower().split())] = form
 
     def command(self, usage: str, *, summary: str, role: RoleRule, mutating: FlagRule = False,
                 dry_run: str = "simulate", role_note: str | None = None, examples: list[str] | None = None,
@@ -101,6 +107,11 @@ class Registry:
         self.actions: dict[str, Action] = {}
 
     def add(self, commands: CommandSet) -> None:
+        unknown = set(commands.forms) - {c.name for c in commands.commands}
+        if unknown:
+            raise ValueError(f"a form for no command of {commands.family}: {', '.join(sorted(unknown))}")
+        for command in commands.commands:
+            command.form = commands.forms.get(command.name, command.form)
         self.commands.extend(commands.commands)
         for action in commands.actions:
             if action.name in self.actions:

@@ -10,7 +10,9 @@ the approval message and its outcome in the channel (`bot.grants.views`), the re
 DM, and the audit record's subject and detail.
 """
 
+from bot.billing import ledger
 from bot.context import Context
+from bot.forms import Field, Form
 from bot.grants import service
 from bot.grants.service import Decision
 from bot.grants.views import amount_text, hhmm, outcome_message, reason_text, request_message
@@ -23,6 +25,28 @@ PENDING_SHOWN = 20  # `grant pending` shows the newest this many; `--before #N` 
 LIST_REASON_CHARS = 300  # a reason in a list
 
 commands = CommandSet("grants")
+
+
+async def _show_account(services, ref: str) -> Text:
+    """What the account field names, shown in the form once it is open."""
+    async with services.db.reading() as session:
+        account = await ledger.find_account(session, ref)
+    if account is None:
+        return Text("No account matches ", Code(ref[:60]), " (an account id, a cus_… id or an email).")
+    return Text("Account ", Code(account.id), f": {account.balance} credits now.")
+
+
+ACCOUNT = Field("account", "Account", hint="an account id, a cus_… id or an email", show=_show_account)
+REASON = Field("reason", "Reason", kind="multiline", hint="the approver and the audit log read it")
+GRANT_FORM = Form("Request credits", (
+    ACCOUNT, Field("amount", "Amount (credits)", kind="number", hint="a whole number of credits to add"), REASON,
+), submit="Ask for approval", intro="A different approver must approve the request before credits move.")
+ADJUST_FORM = Form("Adjust credits", (
+    ACCOUNT, Field("amount", "Change (credits)", kind="number", hint="signed: +50 or -20; never below zero"),
+    REASON,
+), submit="Ask for approval", intro="A correction goes through the same approval as a grant.")
+commands.form("grant", GRANT_FORM)  # `/revops grant` with arguments missing opens it (bot/forms.py)
+commands.form("credits adjust", ADJUST_FORM)
 
 
 async def _request(ctx: Context, kind: str, args: dict) -> Reply:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, select
 from bot.context import Context
 from bot.durations import format_duration
 from bot.errors import Conflict, NotFound, UsageError
+from bot.forms import Field, Form
 from bot.grammar import as_id, as_user
 from bot.incidents import channels, links, service
 from bot.incidents.impact import Impact, parse_figures
@@ -125,6 +126,44 @@ def _impact_text(figures: dict) -> str:
     if impact is None:
         return ""
     return f" (impact ${impact.view()['hourly']}/hour)"
+
+
+# --- forms: what `incident declare` / `incident update` ask for when typed without arguments (bot/forms.py)
+
+
+async def _show_incident(services, ref: str) -> Text | None:
+    """The incident an update form addresses (a button fills in its #ID)."""
+    number = as_id(ref)
+    if number is None:
+        return None
+    async with services.db.reading() as session:
+        incident = await session.get(Incident, number)
+    if incident is None:
+        return Text(f"There is no incident #{number}.")
+    return Text(f"#{incident.id} {incident.severity} on {incident.stage} ({incident.status}): ",
+                clip(incident.summary, 200))
+
+
+def _figure(name: str, label: str, hint: str) -> Field:
+    return Field(name, label, optional=True, hint=hint)
+
+
+commands.form("incident declare", Form("Declare an incident", (
+    Field("severity", "Severity", kind="select", options=("P1", "P2", "P3"),
+          hint="P1: customers cannot pay or sign up; P3: minor"),
+    Field("stage", "Stage", hint="the part of the funnel hit, one word: checkout, signup, billing…"),
+    Field("summary", "Summary", kind="multiline", hint="what customers see; posted in the initial communication"),
+    _figure("baseline", "Baseline conversion (optional)", "before the incident, e.g. 3.2%"),
+    _figure("current", "Current conversion (optional)", "now, e.g. 2.1%"),
+    _figure("traffic", "Traffic (optional)", "visits an hour, e.g. 1200/h"),
+    _figure("aov", "Average order value (optional)", "e.g. 80"),
+), submit="Declare", intro="All four impact figures give the revenue lost per hour."))
+commands.form("incident update", Form("Post an update", (
+    Field("incident", "Incident", optional=True, hint="#ID; empty: this channel's open incident",
+          show=_show_incident, prefix="#",
+          check=lambda raw: None if as_id(raw) else "write the incident's number, such as #12"),
+    Field("text", "Update", kind="multiline", hint="what changed, what is next; posted in the incident channel"),
+), submit="Post update"))
 
 
 # --- declare ---------------------------------------------------------------------------------------------

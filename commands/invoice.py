@@ -13,7 +13,8 @@ from bot.billing.invoice_views import hhmm, invoice_reply, money, outcome_messag
 from bot.billing.invoices import ACTION_NAMES, Decision
 from bot.billing.stripe_client import StripeRefused
 from bot.context import Context
-from bot.errors import NotFound, UpstreamError
+from bot.errors import NotFound, UpstreamError, UsageError
+from bot.forms import Field, Form
 from bot.registry import CommandSet
 from bot.reply import Reply
 from bot.roles import Role
@@ -24,6 +25,41 @@ from ._billing import stripe_of
 commands = CommandSet("invoices")
 
 BUTTON_REASON = "asked with the button on the invoice view"
+
+
+async def _show_invoice(services, raw_id: str) -> Text | None:
+    """The invoice a mark-paid / void form names: Stripe's status and amount (else the mirror's)."""
+    try:
+        invoice_id = invoices.parse_invoice_id(raw_id)
+    except UsageError as exc:
+        return Text(exc.text)
+    stripe = services.stripe
+    try:
+        stripe_obj = await stripe.invoice(invoice_id) if stripe is not None and stripe.configured else None
+    except UpstreamError:
+        stripe_obj = None  # said below: the mirror's row alone
+    async with services.db.reading() as session:  # after Stripe: no network inside a unit of work
+        view = await invoices.load_view(session, invoice_id, stripe_obj, services.clock.now())
+    s, m = view.stripe or {}, view.mirror
+    if not s and m is None:
+        return Text("Neither Stripe nor the mirror has invoice ", Code(invoice_id), ".")
+    currency = s.get("currency") or (m.currency if m else None)
+    due = s.get("amount_due") if s else m.amount_due
+    return Text("Invoice ", Code(invoice_id), f": {view.status or '?'}, {money(due, currency)} due",
+                "" if s else " (the mirror's row; Stripe did not answer or is not configured)", ".")
+
+
+def _invoice_form(title: str, submit: str, intro: str) -> Form:
+    return Form(title, (
+        Field("id", "Invoice", hint="its Stripe id, in_…", show=_show_invoice),
+        Field("reason", "Reason", kind="multiline", hint="the approver and the audit log read it"),
+    ), submit=submit, intro=intro)
+
+
+commands.form("invoice mark-paid", _invoice_form("Mark an invoice paid", "Ask for approval",
+                                                 "Paid out of band; a different approver must approve."))
+commands.form("invoice void", _invoice_form("Void an invoice", "Ask for approval",
+                                            "A voided invoice cannot be paid; a different approver must approve."))
 
 
 async def show(ctx: Context, invoice_id: str) -> Reply:

@@ -49,6 +49,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
     "views.open": (),
+    "views.update": (),  # no scope (the modal the app opened)
     "views.publish": (),
     "auth.test": (),  # no scope
     "apps.connections.open": (),  # the app-level token's connections:write, not a bot scope

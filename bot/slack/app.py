@@ -23,6 +23,7 @@ from .admission import OVERLOADED, Admission, Verdict
 from .blocks import fallback_text, render_blocks
 from .client import classify
 from . import home, reactions
+from .modals import register as register_modals
 
 log = logging.getLogger("revops.slack")
 # The webhook client logs each request's URL at DEBUG; a response_url carries a token: never below INFO.
@@ -178,7 +179,7 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
 
         followups.start(answer_later())
 
-    @app.action(re.compile(r"^revops:"))
+    @app.action(re.compile(r"^revops:(?!form:)"))  # (a revops:form: button opens a form: bot/slack/modals.py)
     async def on_click(ack, body, action, client, request):
         delivery = delivery_of(request, body)
         verdict = admission.admit(delivery)  # before the acknowledgement, and before any database work
@@ -247,4 +248,5 @@ def build_slack_app(services: Services, router: Router, client, followups: Follo
 
     reactions.register(app, services, router, followups, client)  # 📌 to the timeline
     home.register(app, services, router, followups, client)  # the App Home tab (bot/slack/home.py)
+    register_modals(app, services, router, followups, client)
     return app

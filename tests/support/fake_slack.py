@@ -68,6 +68,9 @@ class FakeSlack:
         # App Home (issue 19 item 2): views.publish keeps each user's latest home view.
         self.homes: dict[str, dict] = {}
         self._init_channels()
+        # --- modals (views.open / views.update): every view shown, by its id, as last opened or updated
+        self.views: dict[str, dict[str, Any]] = {}
+        self._view_ids = itertools.count(1)
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["POST", "GET"]),
             Route("/upload/{file_id}", self._upload, methods=["POST"]),
@@ -106,6 +109,7 @@ class FakeSlack:
             self.channel_messages.clear()
             self.homes.clear()  # App Home
             self._init_channels()
+            self.views.clear()
 
     def response_url(self, key: str = "r") -> str:
         return f"{self.url}/respond/{key}"
@@ -324,6 +328,8 @@ class FakeSlack:
             with self._lock:
                 self.homes[user] = view
             return JSONResponse({"ok": True, "view": {"id": f"V{user}", "type": "home", **view}})
+        if method in ("views.open", "views.update"):
+            return self._views(method, params)
         if method == "users.info":
             user = params.get("user", "")
             if user not in self.users:
@@ -467,6 +473,30 @@ class FakeSlack:
                 return JSONResponse({"ok": False, "error": "too_long"})
             channel["topic"] = topic
             return JSONResponse({"ok": True, "channel": {"id": params.get("channel"), "topic": {"value": topic}}})
+
+    # --- modals ------------------------------------------------------------------
+    def _views(self, method: str, params: dict[str, Any]) -> Response:
+        """views.open (needs a trigger_id) hands out a view id and hash; views.update names the
+        view by its id (and, when given, the hash it last had: `hash_conflict` otherwise)."""
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return JSONResponse({"ok": False, "error": "invalid_arguments"})
+        with self._lock:
+            if method == "views.open":
+                if not params.get("trigger_id"):
+                    return JSONResponse({"ok": False, "error": "invalid_trigger_id"})
+                view_id = f"V{next(self._view_ids):08d}"
+            else:
+                view_id = params.get("view_id")
+                if view_id not in self.views:
+                    return JSONResponse({"ok": False, "error": "not_found"})
+                if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+                    return JSONResponse({"ok": False, "error": "hash_conflict"})
+            stored = {**view, "id": view_id, "hash": f"{time.time():.6f}.{view_id}",
+                      "state": {"values": {}}}
+            self.views[view_id] = stored
+        return JSONResponse({"ok": True, "view": stored})
 
     async def _upload(self, request: Request) -> Response:
         body = await request.body()
