@@ -153,12 +153,18 @@ def reason_for(command, field: str, message: str) -> str:
 
 
 def field_problems(command, values: dict[str, str]) -> dict[str, str]:
-    """What the fields' own checks refuse, by field: a select answered with a value it does not
-    offer (a stale or forged form), a field's `check` (the grammar checks the rest)."""
+    """What the fields' own checks refuse, by field: a control character (as the grammar refuses
+    it), a select answered with a value it does not offer (a stale or forged form), a field's
+    `check`; the grammar checks the rest in the command's text."""
     problems: dict[str, str] = {}
     for f in command.form.fields:
         value = (values.get(f.name) or "").strip()
         if not value:
+            continue
+        try:
+            tokenize(shlex.quote(value.translate(_SMART)))  # the grammar's own refusals of any text
+        except UsageError as exc:
+            problems[f.name] = str(exc.text)
             continue
         if f.kind == "select" and value not in f.options:
             problems[f.name] = f"choose one of {', '.join(f.options)}"

@@ -129,6 +129,29 @@ async def test_a_prefilled_account_is_shown_by_views_update_after_the_read(mbot,
     assert list(inputs(updated)) == ["account", "amount", "reason"]  # same ids: what was typed is kept
 
 
+async def test_enter_in_the_account_field_looks_the_account_up(mbot, fake_slack):
+    slash(mbot, "grant")
+    await opened(mbot)
+    [stored] = fake_slack.views.values()
+    account = inputs(stored)["account"]
+    assert account["dispatch_action"] is True
+    payload = {
+        "type": "block_actions", "team": {"id": "T0TEST", "domain": "revops-test"},
+        "user": {"id": RESPONDER, "username": "u0responder", "team_id": "T0TEST"}, "api_app_id": "A0REVOPS",
+        "token": "legacy-verification-token-unused", "trigger_id": uuid.uuid4().hex,
+        "container": {"type": "view", "view_id": stored["id"]},
+        "view": {**stored, "state": {"values": {"account": {"account": {"type": "plain_text_input",
+                                                                       "value": "ada@example.com"}}}}},
+        "actions": [{"action_id": "account", "block_id": "account", "type": "plain_text_input",
+                     "value": "ada@example.com", "action_ts": f"{time.time():.6f}"}],
+    }
+    response = mbot.post_signed(urlencode({"payload": json.dumps(payload)}))
+    assert response.status_code == 200
+    update = (await fake_slack.wait("views.update"))[0]
+    assert update.params["view_id"] == stored["id"] and update.params["hash"] == stored["hash"]
+    assert "Account acct_1: 100 credits now." in flatten(update.params).replace("`", "")
+
+
 async def test_a_bad_amount_is_answered_on_its_field_and_changes_nothing(mbot, fake_slack):
     slash(mbot, "grant")
     view = await opened(mbot)
@@ -139,6 +162,8 @@ async def test_a_bad_amount_is_answered_on_its_field_and_changes_nothing(mbot, f
     assert "must be a whole number" in answer["errors"]["amount"] and "lots" in answer["errors"]["amount"]
     assert await rows(mbot, GrantRequest) == []
     assert await rows(mbot, AuditRecord, AuditRecord.command == "grant") == []
+    control = submit(mbot, view, {"account": "acct_1", "amount": "5", "reason": "refund\x00now"}).json()
+    assert list(control["errors"]) == ["reason"] and "control character (U+0000)" in control["errors"]["reason"]
 
 
 async def test_an_unknown_account_is_answered_on_the_account_field(mbot, fake_slack):
@@ -263,6 +288,10 @@ async def test_the_post_update_button_opens_the_update_form(mbot, fake_slack):
 
 async def test_typed_commands_with_their_arguments_run_as_before(mbot, fake_slack):
     assert "posted for approval" in mbot.slash_text("grant acct_1 5 refund", user=RESPONDER)
+    router = mbot.runtime.router  # elsewhere than Slack (console, exec), arguments missing: the usage line
+    for text, missing in (("grant acct_1 50", "missing <reason>"), ("grant", "missing <account>")):
+        outcome = await router.handle_text(text, actor=RESPONDER, channel=CHANNEL, surface="console")
+        assert outcome.outcome == "usage" and missing in outcome.reply.plain()
     assert "Usage: /revops grant approve" in mbot.slash_text("grant approve", user=ADMIN)
     await mbot.drain()
     assert fake_slack.calls_of("views.open") == []

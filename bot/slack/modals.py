@@ -83,6 +83,9 @@ def _input(command, f: forms.Field, value: str | None) -> dict[str, Any]:
             element["initial_value"] = value[: element["max_length"]]
     block = {"type": "input", "block_id": f.name, "optional": f.optional, "label": plain(f.label, 2000),
              "element": element}
+    if f.show is not None and f.kind != "select":  # Enter looks up what it names (on_field)
+        block["dispatch_action"] = True
+        element["dispatch_action_config"] = {"trigger_actions_on": ["on_enter_pressed"]}
     if f.hint:
         block["hint"] = plain(f.hint, 2000)
     return block
@@ -144,6 +147,11 @@ def register(app, services, router, followups, client) -> None:
             outcome = await router.handle_text(typed, actor=user, channel=channel, surface="slack")
             await say(outcome.reply, user=user, channel=channel)
             return
+        await refresh(command, values, channel, opened.get("view") or {})
+
+    async def refresh(command, values: dict[str, str], channel: str | None, view: dict[str, Any]) -> None:
+        """What the filled-in values name, looked up and shown under their fields (views.update)."""
+        shows = [f for f in command.form.fields if f.show is not None and values.get(f.name)]
         if not shows:
             return
         notes: dict[str, Any] = {}
@@ -155,12 +163,11 @@ def register(app, services, router, followups, client) -> None:
                 notes[f.name] = "Could not look it up just now; it is checked when you submit."
         shown = await names.resolve(set().union(*(Reply(n).users(quiet_only=True) for n in notes.values()))) \
             if names is not None else {}
-        view = opened.get("view") or {}
         try:
             await client.views_update(view_id=view.get("id"), hash=view.get("hash"),
                                       view=modal_view(command, values, channel, notes, shown))
         except Exception as exc:
-            log.info("views.update of a form failed (%s); it stays as it opened", classify(exc))
+            log.info("views.update of a form failed (%s); it stays as it was", classify(exc))
 
     @app.middleware
     async def slash_forms(body, next):
@@ -190,15 +197,27 @@ def register(app, services, router, followups, client) -> None:
         followups.start(open_form(command, values, trigger_id=body["trigger_id"], user=user, channel=channel,
                                   typed=command.name))
 
+    async def in_a_form(body) -> bool:
+        return isinstance(body.get("view"), dict) and body["view"].get("callback_id") == CALLBACK
+
+    @app.action(re.compile(r"^[a-z_]+$"), matchers=[in_a_form])
+    async def on_field(ack, body, action):
+        """Enter pressed in a field that names something (the account): look it up and show it."""
+        await ack()
+        view = body["view"]
+        command = forms.command_named(registry, str(_metadata(view).get("command") or ""))
+        if command is None or command.form is None:
+            return
+        values = submitted_values(view)
+        if isinstance(action.get("value"), str):
+            values[action["action_id"]] = action["value"]
+        followups.start(refresh(command, values, _metadata(view).get("channel"), view))
+
     @app.view(CALLBACK)
     async def on_submit(ack, body, view, request):
         user = body["user"]["id"]
-        try:
-            meta = json.loads(view.get("private_metadata") or "{}")
-        except ValueError:
-            meta = {}
-        meta = meta if isinstance(meta, dict) else {}
-        channel = meta.get("channel") if isinstance(meta.get("channel"), str) else None
+        meta = _metadata(view)
+        channel = meta.get("channel")
         command = forms.command_named(registry, str(meta.get("command") or ""))
         if command is None or command.form is None:
             await ack()
@@ -239,6 +258,18 @@ def register(app, services, router, followups, client) -> None:
             await say(reply, user=user, channel=channel)
 
         followups.start(answer())
+
+
+def _metadata(view: dict[str, Any]) -> dict[str, Any]:
+    """The channel and command a form was opened for (its private_metadata)."""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {"command": meta.get("command") if isinstance(meta.get("command"), str) else None,
+            "channel": meta.get("channel") if isinstance(meta.get("channel"), str) else None}
 
 
 def _errors(command, values: dict[str, str], refusal: UsageError | Reply) -> dict[str, str]:
