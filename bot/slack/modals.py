@@ -29,6 +29,7 @@ from ..errors import UsageError
 from ..reply import Reply
 from ..router import Outcome
 from ..text import Code, Text, User
+from .admission import OVERLOADED, Verdict
 from .blocks import context, fallback_text, mrkdwn, plain, render_blocks
 from .client import classify
 
@@ -240,8 +241,21 @@ def register(app, services, router, followups, client) -> None:
                 first.name: f"“{values.get(first.name, '')[:40]}” reads as the sub-command "
                             f"/revops {parsed[0].name}; write it another way"})
             return
-        work = asyncio.ensure_future(router.handle_text(
-            text, actor=user, channel=channel, surface="slack", parsed=parsed, delivery=_delivery(request, body)))
+        delivery = _delivery(request, body)
+        admission = getattr(app, "revops_admission", None)  # bot/slack/admission.py, as for a typed command
+        verdict = admission.admit(delivery) if admission is not None else Verdict.RUN
+        if verdict is Verdict.REFUSE:
+            await ack(response_action="errors", errors={command.form.fields[0].name: OVERLOADED})
+            return
+        if verdict is Verdict.REPLAY:
+            await ack()
+            return
+
+        def run():
+            return router.handle_text(text, actor=user, channel=channel, surface="slack", parsed=parsed,
+                                      delivery=delivery)
+
+        work = admission.start(delivery, run) if admission is not None else asyncio.ensure_future(run())
         if not command.slow:  # (a slow one is answered afterwards, as when typed)
             await asyncio.wait({work}, timeout=ACK_BUDGET)
         if work.done() and work.result().outcome == "usage":
