@@ -258,7 +258,7 @@ def register(app, services, router, followups, client) -> None:
         work = admission.start(delivery, run) if admission is not None else asyncio.ensure_future(run())
         if not command.slow:  # (a slow one is answered afterwards, as when typed)
             await asyncio.wait({work}, timeout=ACK_BUDGET)
-        if work.done() and work.result().outcome == "usage":
+        if work.done() and not work.cancelled() and work.exception() is None and work.result().outcome == "usage":
             await ack(response_action="errors", errors=_errors(command, values, work.result().reply))
             return
         await ack()  # the modal closes; the answer follows in the channel
