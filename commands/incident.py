@@ -157,6 +157,8 @@ commands.form("incident declare", Form("Declare an incident", (
     _figure("current", "Current conversion (optional)", "now, e.g. 2.1%"),
     _figure("traffic", "Traffic (optional)", "visits an hour, e.g. 1200/h"),
     _figure("aov", "Average order value (optional)", "e.g. 80"),
+    Field("channel", "Its own channel", kind="select", options=("new",), optional=True,
+          hint="new: a channel #inc-<number>-<stage> for this incident"),
 ), submit="Declare", intro="All four impact figures give the revenue lost per hour."))
 commands.form("incident update", Form("Post an update", (
     Field("incident", "Incident", optional=True, hint="#ID; empty: this channel's open incident",

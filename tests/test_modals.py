@@ -239,7 +239,7 @@ async def test_incident_declare_form_checks_figures_then_declares(mbot, fake_sla
     slash(mbot, "incident declare")
     view = await opened(mbot)
     fields = inputs(view)
-    assert list(fields) == ["severity", "stage", "summary", "baseline", "current", "traffic", "aov"]
+    assert list(fields) == ["severity", "stage", "summary", "baseline", "current", "traffic", "aov", "channel"]
     assert [o["value"] for o in fields["severity"]["element"]["options"]] == ["P1", "P2", "P3"]
     assert fields["baseline"]["optional"] and not fields["summary"]["optional"]
     values = {"severity": "P2", "stage": "checkout", "summary": "card payments fail\nfor EU customers",
