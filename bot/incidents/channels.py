@@ -31,10 +31,11 @@ import unicodedata
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import NotFound, UsageError
+from ..models import ScheduledJob
 from ..outbox import PERMANENT, RETRY, SendError, enqueue
 from ..reply import Reply
 from ..scheduler import JobKind, JobRun, stop_jobs, upsert_job
@@ -50,6 +51,9 @@ log = logging.getLogger("revops.incidents.channels")
 
 CREATE_JOB, INVITE_JOB, ARCHIVE_JOB = "incident_channel", "incident_channel_invite", "incident_archive"
 RETRY_EVERY = timedelta(seconds=30)  # a creation Slack could not answer is tried again this much later
+# While a run talks to Slack its job is not due again before this (a lease: another worker does not
+# create a second channel meanwhile; a run that crashed is taken up again after it).
+CREATE_LEASE = timedelta(minutes=10)
 CREATE_TRIES = 3  # runs of the creation job before a retryable failure falls back to the main channel
 ARCHIVE_TRIES = 3
 NAME_SUFFIXES = 9  # #inc-7-checkout taken: #inc-7-checkout-2 … -9
@@ -192,12 +196,13 @@ async def create_channel(run: JobRun) -> None:
     conversations = _conversations(services)
     if conversations is None:
         return await _fall_back(services, incident.id, job.key, "there is no Slack connection (SLACK_BOT_TOKEN is not set)")
+    await _due_again(services, job.key, CREATE_LEASE)
     try:
         channel, name = await _create(conversations, incident)
     except SendError as exc:
         if exc.action == RETRY and (job.runs or 0) < CREATE_TRIES:
             log.info("incident %s: creating its channel failed (%s); trying again later", incident.id, exc.code)
-            return  # the job stays active: it runs again RETRY_EVERY later
+            return await _due_again(services, job.key, RETRY_EVERY)  # the job stays active
         return await _fall_back(services, incident.id, job.key, _why(exc))
     warnings: list[Text] = []
     invited: list[str] = []
@@ -215,6 +220,12 @@ async def create_channel(run: JobRun) -> None:
     except SendError as exc:
         warnings.append(Text(f"Could not set this channel's topic ({exc})."))
     await _moved(services, incident.id, job.key, channel, name, invited, warnings)
+
+
+async def _due_again(services: Services, key: str, after: timedelta) -> None:
+    async with services.db.transaction() as session:
+        await session.execute(update(ScheduledJob).where(ScheduledJob.key == key, ScheduledJob.status == "active")
+                              .values(due_at=services.clock.now() + after))
 
 
 async def _moved(services: Services, incident_id: int, key: str, channel: str, name: str, invited: list[str],
