@@ -204,3 +204,7 @@ class ScheduledJob(Base):
     last_run_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict | None]
+    # A batch claim (bot/scheduler.py): the worker that claimed the job and until when; after that
+    # another worker may take it over (its claimer died before running it). `due_at` stays the slot.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
