@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.billing import ledger
+from bot.billing.invoices import InvoiceActionRequest
+from bot.billing.models import StripeEvent
 from bot.clock import FakeClock
 from bot.family import HomeSection
 from bot.grants.jobs import expire_due
@@ -247,3 +249,29 @@ async def test_a_section_shows_only_to_roles_that_may_read_it_and_buttons_only_t
     assert buttons(await home_published(hbot, VIEWER)) == {}
     open_home(hbot, RESPONDER)
     assert set(buttons(await home_published(hbot, RESPONDER, 2))) == {"revops:grants.cancel"}
+
+
+async def test_invoice_requests_and_failed_stripe_events_are_on_the_home(hbot, fake_slack, clock):
+    now = clock.now()
+    async with hbot.db() as db, db.transaction() as s:
+        s.add(InvoiceActionRequest(action="void", invoice_id="in_1HOME", customer_id="cus_ONE", amount=4200,
+                                   currency="usd", reason="duplicate invoice <@U0ADMIN>", requester=RESPONDER,
+                                   channel=CHANNEL, status="pending", dry_run=False, created_at=now,
+                                   expires_at=now + timedelta(minutes=30)))
+        s.add(StripeEvent(id="evt_1FAILED", type="invoice.paid", created=now, livemode=False, object_id="in_1X",
+                          customer_id="cus_ONE", payload={}, status="failed", detail="no account for cus_ONE",
+                          source="webhook", attempts=1, received_at=now - timedelta(hours=1), processed_at=now))
+        s.add(StripeEvent(id="evt_1OLD", type="invoice.paid", created=now, livemode=False, payload={},
+                          status="failed", source="webhook", attempts=1, received_at=now - timedelta(days=2),
+                          processed_at=now))
+    open_home(hbot, APPROVER)
+    view = await home_published(hbot, APPROVER)
+    text = flatten(view)
+    assert "Invoice requests waiting: 1" in text and "void it: in_1HOME (42.00 USD)" in text
+    assert "<@U0ADMIN>" not in json.dumps(view)  # a person's text is data: no mention
+    assert buttons(view)["revops:invoices.approve"] == ["1"] and buttons(view)["revops:invoices.reject"] == ["1"]
+    assert "Failed Stripe events, last 24 hours: 1" in text and "evt_1FAILED" in text
+    assert "no account for cus_ONE" in text and "evt_1OLD" not in text
+    open_home(hbot, RESPONDER)
+    mine = await home_published(hbot, RESPONDER)
+    assert buttons(mine) == {"revops:invoices.cancel": ["1"]}
