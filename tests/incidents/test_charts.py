@@ -147,6 +147,10 @@ def test_the_svg_escapes_what_people_typed(ibot, clock):
     assert "&lt;svg onload=alert(1)&gt; ]]&gt; &lt;!-- x&gt; done" in svg
     assert "<script" not in page.text and "<tspan" not in svg and "onload=" not in svg.replace("&lt;svg onload", "")
     assert svg.count("<svg") == 1 and 'id="mark-now"' in svg
+    # nothing to run and nothing loaded from elsewhere: the pages' strict policy holds as it was
+    policy = page.headers["content-security-policy"]
+    assert policy.startswith("default-src 'none';") and "script-src" not in policy
+    assert "href=" not in svg and "url(" not in svg and "<script" not in svg and "<foreignObject" not in svg
 
     listing = ibot.http.get("/incidents", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     chart = first_svg(listing.text, "response-times")
