@@ -103,8 +103,9 @@ POST_UPDATE_ACTION = "form:incident update"
 
 
 def reminder_buttons(incident_id: int) -> list[Button]:
-    """Post update (the update form) and Snooze 30m / 1h (`incident.snooze`, value "<id> <span>")."""
-    return [Button("Post update", POST_UPDATE_ACTION, str(incident_id), style="primary"),
+    """Post update (the update form, its incident filled in: "#<id>") and Snooze 30m / 1h
+    (`incident.snooze`, value "<id> <span>")."""
+    return [Button("Post update", POST_UPDATE_ACTION, f"#{incident_id}", style="primary"),
             *(Button(f"Snooze {span}", "incident.snooze", f"{incident_id} {span}") for span in SNOOZES)]
 
 

@@ -50,11 +50,19 @@ async def test_the_reminder_can_be_snoozed_from_its_buttons(ibot, services, fake
     await ibot.drain()
     buttons = reminder_buttons(fake_slack)
     assert [(b["text"]["text"], b["action_id"], b["value"]) for b in buttons] == [
-        ("Post update", "revops:form:incident update", "1"),
+        ("Post update", "revops:form:incident update", "#1"),
         ("Snooze 30m", "revops:incident.snooze", "1 30m"),
         ("Snooze 1h", "revops:incident.snooze~2", "1 1h"),
     ]
     assert await reminder_due(services) == START + timedelta(minutes=60)  # the next slot
+
+    # Post update opens the update form with the incident filled in (bot/slack/modals.py)
+    response, _ = ibot.click(buttons[0]["action_id"], buttons[0]["value"], user=RESPONDER)
+    assert response.status_code == 200
+    view = (await fake_slack.wait("views.open"))[0].params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    fields = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert fields["incident"]["element"]["initial_value"] == "#1" and "text" in fields
 
     # a viewer is refused in words, and nothing moves
     answer = flatten(ibot.click_and_wait(buttons[1]["action_id"], buttons[1]["value"], user=VIEWER))
