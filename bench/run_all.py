@@ -8,7 +8,10 @@ README's Performance section shows).
 (a) acknowledgement latency against a bare bolt app, (b) webhook ingest against a verify-only
 endpoint, (c) health fan-out against the slowest probe, (d) the scheduler with 1,000 open
 incidents and three workers on PostgreSQL, (e) resident memory of `revops serve` after 10,000
-requests, (f) overload: 500 commands at once and commands during a Stripe retry storm, and the hypothesis fuzzing of every sub-command and of every edge (Slack, /alerts,
+requests, (f) overload: 500 commands at once and commands during a Stripe retry storm, (g) the
+scale-out run: 2 × `revops serve` + 3 × `revops worker` on one PostgreSQL with 100 open incidents
+on 3 s / 5 s cadences for 60 s against a fake Slack pacing each channel (`--skip-scale-out` leaves
+it out and keeps the last run's figures), and the hypothesis fuzzing of every sub-command and of every edge (Slack, /alerts,
 Stripe, signed links) with 10,000 examples each (`--fuzz-only` runs just those, `--keep-fuzz`
 keeps the last run's).
 """
@@ -64,6 +67,8 @@ def main() -> int:
     parser.add_argument("--keep-fuzz", action="store_true",
                         help="keep the fuzzing figures of the last run (bench/results.json) instead of fuzzing again")
     parser.add_argument("--fuzz-only", action="store_true", help="only the fuzzing, stored for a later --keep-fuzz")
+    parser.add_argument("--skip-scale-out", action="store_true",
+                        help="leave out the scale-out run (about 2 minutes), keeping the last run's figures")
     args = parser.parse_args()
     q = args.quick
     tmp = Path(tempfile.mkdtemp(prefix="revops-bench-"))
@@ -89,6 +94,10 @@ def main() -> int:
     codes["overload"], _, _ = step("(f) overload", [
         "bench/overload.py", "--db", "both", "--burst", "200" if q else "500", "--events", "500" if q else "3000",
         "--json", str(tmp / "overload.json")])
+    if not args.skip_scale_out:
+        codes["scale_out"], _, _ = step("(g) scale-out", [
+            "bench/scale_out.py", "--incidents", "30" if q else "100", "--seconds", "20" if q else "60",
+            "--json", str(tmp / "scale_out.json")])
     stored = BENCH / "results.json"
     last = _last(stored)
     if args.keep_fuzz and last.get("fuzz") and last.get("fuzz_edges"):
@@ -101,6 +110,8 @@ def main() -> int:
         path = tmp / f"{name}.json"
         results[key] = json.loads(path.read_text()) if path.exists() else None
     results["webhook_ingest"] = _last(stored).get("webhook_ingest")
+    scale = tmp / "scale_out.json"
+    results["scale_out"] = json.loads(scale.read_text()) if scale.exists() else last.get("scale_out")
     results["exit_codes"] = codes
     stored.write_text(json.dumps(results, indent=2, default=str))
     (BENCH / "RESULTS.md").write_text(markdown(results))
@@ -154,6 +165,17 @@ def markdown(r: dict) -> str:
         lines.append(f"| scheduler, {s['incidents']} open incidents, {s['workers']} workers (PostgreSQL) | "
                      f"{s['posts_per_s']} posts/s, tick p50 {s['tick_p50_ms']} ms | {s['posts']} posts | "
                      f"duplicates {s['duplicates']} | 0 duplicates |")
+    so = r.get("scale_out")
+    if so:
+        met = so["on_pace_pct"] >= 95 and so["duplicates"] == 0 and so["http_429"] == 0
+        lines.append(f"| scale-out: {so['serve']} serve + {so['workers']} workers (PostgreSQL), {so['incidents']} open P1 "
+                     f"incidents on 3 s / 5 s cadences, {so['seconds']:.0f} s, Slack 1/s per channel after a burst of 3 | "
+                     f"{so['on_pace_pct']} % of {so['slots_due']} slots within one tick of the channel's pace "
+                     f"({so['on_time_pct']} % of their slot); catch-ups {so['catch_up_runs']}, duplicates "
+                     f"{so['duplicates']}, 429s {so['http_429']}, max {so['max_posts_per_channel_per_s']}/s per channel, "
+                     f"tick p99 {so['tick_p99_ms']} ms | load average {so['load_average'][0]} at its start; the revops "
+                     f"processes had {100 * so.get('revops_cpu_share', 0):.0f} % of the CPUs | — | ≥ 95 % on time, 0 "
+                     f"duplicates, 0 429s ({'met' if met else 'missed'}) |")
     mem = r.get("memory")
     if mem:
         lines.append(f"| memory of `revops serve` after {mem['requests']} requests | {mem['rss_after_mb']} MB RSS | "

@@ -48,11 +48,13 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest params
         self.posted_at: dict[tuple[str, str], float] = {}  # (channel, ts) -> when it was posted (wall clock)
         self.socket_url: str | None = None  # what apps.connections.open hands out (Socket Mode tests)
-        # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429.
+        # Like Slack: at most one chat.postMessage per channel per this many seconds, else 429 —
+        # after a burst of `channel_burst` posts (a token bucket per channel; 1: no burst).
         self.channel_rate: float | None = None
+        self.channel_burst: int = 1
         self.delay: float = 0.0  # seconds chat.postMessage takes to answer after Slack has the message
         self.users: dict[str, str] = {}  # user id -> display name, for users.info
-        self._last_post: dict[str, float] = {}
+        self._last_post: dict[str, tuple[float, float]] = {}  # channel -> (tokens left, when counted)
         self._refused: dict[str, str] = {}  # channel -> the error every post/update/ephemeral there gets
         self._channel_failures: dict[str, int] = {}  # channel -> how many more posts there answer 429
         self._channel_retry_after: dict[str, int] = {}
@@ -96,6 +98,7 @@ class FakeSlack:
             self.posted_at.clear()
             self.socket_url = None
             self.channel_rate = None
+            self.channel_burst = 1
             self.delay = 0.0
             self._last_post.clear()
             self.users.clear()
@@ -258,10 +261,10 @@ class FakeSlack:
             if self.channel_rate:
                 now = time.monotonic()
                 with self._lock:
-                    last = self._last_post.get(channel)
-                    limited = last is not None and now - last < self.channel_rate
-                    if not limited:
-                        self._last_post[channel] = now
+                    tokens, last = self._last_post.get(channel, (float(self.channel_burst), now))
+                    tokens = min(float(self.channel_burst), tokens + (now - last) / self.channel_rate)
+                    limited = tokens < 1 - 1e-9
+                    self._last_post[channel] = (tokens if limited else tokens - 1, now)
                 if limited:
                     return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
                                         headers={"Retry-After": "1"})
