@@ -62,7 +62,7 @@ class EnvSettings(BaseSettings):
     # SIGTERM/SIGINT: how long in-flight sends and the worker's tick may take before claims are released.
     revops_shutdown_grace: Duration = timedelta(seconds=10)
     revops_log_level: str = "INFO"
-    revops_tick: Duration = timedelta(seconds=5)
+    revops_tick: Duration = timedelta(seconds=1)
     revops_post_interval: Duration = timedelta(seconds=1)  # per-channel pacing of posts to Slack
     # The HTTP server's limits (`revops serve` options of the same names; bot/web/guard.py).
     revops_header_timeout: Annotated[timedelta, BeforeValidator(parse_duration),

@@ -194,7 +194,7 @@ class Home:
         finally:
             self._running = False
 
-    async def _noted(self, session, record) -> None:
+    async def noted(self, session, record) -> None:
         # At the router's recording point, inside the action's unit of work: nothing is written and
         # nothing is called; the refresh runs after the debounce, outside it.
         self.changed()
@@ -216,7 +216,7 @@ def register(app, services: Services, router, followups, client) -> Home:
     if home is None:
         home = Home(services, client, followups)
         services.extras["home"] = home
-        services.recorders.append(Recorder(home._noted, lambda record: record.mutating))
+        services.recorders.append(Recorder(home.noted, lambda record: record.mutating))
         services.on_posts.append(home.changed)
     home.client, home.followups = client, followups  # (a rebuilt Slack app's)
 
