@@ -175,6 +175,11 @@ async def test_a_decision_publishes_the_homes_again_without_the_request(hbot, fa
     assert len(fake_slack.publishes(RESPONDER)) == published[RESPONDER] + 1
     assert fake_slack.publishes(APPROVER2) == []
 
+    # A Home click has no response_url and no channel: its answer (here a refusal) comes by DM.
+    assert hbot.post_signed(home_click_body("revops:grants.approve", str(rid), user=APPROVER2)).status_code == 200
+    dms = await fake_slack.wait("chat.postMessage", where=lambda c: c.params.get("channel") == APPROVER2)
+    assert "already" in flatten(dms[-1].params).lower()
+
 
 async def test_a_burst_of_changes_is_one_publish_per_person_and_flags_show(hbot, fake_slack):
     home = hbot.runtime.services.extras["home"]

@@ -87,6 +87,16 @@ async def answer(client, body: dict, message: dict[str, Any], *, user: str | Non
             failure = f"HTTP {response.status_code} {''.join(ch for ch in str(response.body)[:40] if ch.isalnum() or ch in '_-')}"
         except Exception as exc:
             failure = f"{type(exc).__name__} (network)"
+    if user and not channel:
+        # A click on the App Home tab carries neither a response_url nor a channel: the answer goes
+        # to the person's messages with the app (a DM), so a refusal still reaches them.
+        if url:
+            log.warning("response_url failed (%s) and there is no channel: answering by DM instead", failure)
+        try:
+            await client.chat_postMessage(channel=user, text=message.get("text") or "", blocks=message.get("blocks"))
+        except Exception as exc:
+            log.warning("the answer by DM failed (%s); the answer is lost", classify(exc))
+        return
     if not user or not channel:
         log.warning("response_url failed (%s) and there is no user and channel to answer instead", failure)
         return
