@@ -21,7 +21,7 @@ from bot.incidents import channels, links, service
 from bot.incidents.impact import Impact, parse_figures
 from bot.incidents.jobs import SNOOZES, snooze_reminder
 from bot.incidents.models import ROLES, Alert, Incident, role_holders
-from bot.incidents.views import alert_card, fmt_time, incident_view, timeline_view
+from bot.incidents.views import alert_card, clock_text, fmt_time, incident_view, timeline_view
 from bot.models import ScheduledJob
 from bot.registry import CommandSet
 from bot.reply import Reply
@@ -368,15 +368,6 @@ async def role(ctx: Context, args: dict) -> Reply:
 
 # --- read -------------------------------------------------------------------------------------------------
 
-
-def _clock_text(clock: dict, verb: str) -> str:
-    if clock["done"]:
-        return f"{verb} after {clock['elapsed']} (target {clock['target']}{'' if clock['met'] else ', missed'})"
-    if clock["met"]:
-        return f"{clock['remaining']} left of {clock['target']} (by {clock['due_at']})"
-    return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
-
-
 _JOBS = ScheduledJob.__table__
 _ACTIVE_JOBS = (select(_JOBS.c.kind, _JOBS.c.due_at)
                 .where(_JOBS.c.incident_id == bindparam("incident_id"), _JOBS.c.status == "active")
@@ -404,8 +395,8 @@ async def status(ctx: Context, args: dict) -> Reply:
         ("Commander", Text(User(incident.commander)) if incident.commander else "nobody yet"),
         *((ROLES[r].capitalize(), Text(User(u))) for r, u in role_holders(incident) if r != "commander"),
         ("Declared", Text(f"{view['declared_at']} by ", User(incident.declared_by))),
-        ("Acknowledge", _clock_text(view["ack"], "acknowledged")),
-        ("Resolve", _clock_text(view["resolve"], "resolved")),
+        ("Acknowledge", clock_text(view["ack"], "acknowledged")),
+        ("Resolve", clock_text(view["resolve"], "resolved")),
     ]
     if view["impact"]:
         imp = view["impact"]

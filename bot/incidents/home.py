@@ -17,19 +17,11 @@ from bot.text import Channel, Code, Em, Icon, Text, User, clip
 
 from . import service
 from .models import ROLES, role_holders
-from .views import incident_view
+from .views import clock_text, incident_view
 
 SHOWN = 10
 SUMMARY_CHARS = 300
 ICONS = {"P1": "red_circle", "P2": "large_orange_circle", "P3": "large_yellow_circle"}
-
-
-def clock_text(clock: dict, verb: str) -> str:
-    if clock["done"]:
-        return f"{verb} after {clock['elapsed']} (target {clock['target']}{'' if clock['met'] else ', missed'})"
-    if clock["met"]:
-        return f"{clock['remaining']} left of {clock['target']}"
-    return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
 
 
 def last_update_text(incident, settings: Settings, now: datetime) -> str:
@@ -48,8 +40,8 @@ def incident_reply(incident, settings: Settings, now: datetime) -> Reply:
     fields = [
         ("Status", f"{incident.status}, open {view['duration']}"),
         ("Commander", Text(User(incident.commander, ping=False)) if incident.commander else "nobody yet"),
-        ("Acknowledge", clock_text(view["ack"], "acknowledged")),
-        ("Resolve", clock_text(view["resolve"], "resolved")),
+        ("Acknowledge", clock_text(view["ack"], "acknowledged", due=False)),
+        ("Resolve", clock_text(view["resolve"], "resolved", due=False)),
         ("Last update", last_update_text(incident, settings, now)),
         *((ROLES[r].capitalize(), Text(User(u, ping=False))) for r, u in holders if r != "commander"),
     ]

@@ -185,3 +185,12 @@ def sample_contexts(settings: Settings) -> dict[str, dict[str, Any]]:
                                     "P1", 2, 2, 1, 1, timedelta(minutes=4), timedelta(minutes=42),
                                     timedelta(minutes=15), timedelta(hours=1))])},
     }
+
+
+def clock_text(clock: dict, verb: str, *, due: bool = True) -> str:
+    """One SLA clock of `incident_view` in words; `due=False` leaves out the due time."""
+    if clock["done"]:
+        return f"{verb} after {clock['elapsed']} (target {clock['target']}{'' if clock['met'] else ', missed'})"
+    if clock["met"]:
+        return f"{clock['remaining']} left of {clock['target']}" + (f" (by {clock['due_at']})" if due else "")
+    return f"OVERDUE by {clock['overdue_by']} (target {clock['target']})"
