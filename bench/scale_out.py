@@ -82,7 +82,9 @@ def _env(settings, slack: FakeSlack) -> dict[str, str]:
 
 def _start(env: dict, tmp: Path, name: str, args: list[str]) -> subprocess.Popen:
     log = open(tmp / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "bot", *args], env=env, cwd=tmp, stdout=log,
+    profile = os.environ.get("SCALE_OUT_PROFILE")  # a directory: each process under cProfile, NAME.prof there
+    wrap = ["-m", "cProfile", "-o", str(Path(profile) / f"{name}.prof")] if profile else []
+    return subprocess.Popen([sys.executable, *wrap, "-m", "bot", *args], env=env, cwd=tmp, stdout=log,
                             stderr=subprocess.STDOUT)
 
 

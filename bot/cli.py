@@ -124,12 +124,15 @@ def cmd_worker(args, families: Families) -> int:
         runtime = Runtime(settings, families)
         await runtime.services.db.upgrade()
         worker = Worker(runtime.services, runtime.deliverer)
+        homes = runtime.refresh_homes()
         try:
             if args.once:
                 await worker.drain()
             else:
                 await _run_until_signalled(worker, runtime, settings.env.revops_shutdown_grace.total_seconds())
         finally:
+            if homes is not None:
+                await homes.drain(timeout=5)
             await runtime.services.db.dispose()
 
     try:

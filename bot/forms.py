@@ -75,12 +75,7 @@ def wanted(registry, text: str) -> tuple[Any, dict[str, str]] | None:
         tokens = tokenize(text.strip().removeprefix("/revops"))
     except UsageError:
         return None
-    lowered = [t.lower() for t in tokens]
-    best = None
-    for command in registry.commands:  # the longest path, as the registry chooses
-        path = command.grammar.path
-        if tuple(lowered[: len(path)]) == path and (best is None or len(path) > len(best.grammar.path)):
-            best = command
+    best = registry.named(tokens)
     if best is None or getattr(best, "form", None) is None:
         return None
     rest = tokens[len(best.grammar.path):]

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Iterable, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -243,50 +243,96 @@ class Deliverer:
                     self._wake_at(next_send_at, wall)
                     continue
                 todo.append(channel)
-            if not todo:
-                return 0
-            gate = asyncio.Semaphore(self.concurrency)
-            results = await asyncio.gather(*(self._deliver_channel(channel, gate) for channel in todo))
+            results = []
+            # As many channels at a time as this process sends at once, so that the processes
+            # share a backlog (the channels one holds, another skips) instead of one holding it all.
+            for start in range(0, len(todo), self.concurrency):
+                if self._stopping:
+                    break
+                chunk = todo[start:start + self.concurrency]
+                claimed = await self._claim_heads([c for c in chunk if c in paces])
+                for channel in (c for c in chunk if c not in paces):  # a channel's first post: its pace row
+                    if await self._claim_channel(channel):
+                        claimed += await self._claim_heads([channel], held=True)
+                results += await asyncio.gather(*(self._deliver_claimed(msg, maybe_sent)
+                                                  for msg, maybe_sent in claimed))
             if any(r is not None for r in results) and self._next_wake is None:
                 self._next_wake = time.monotonic() + self.interval
             return sum(1 for r in results if r)
 
-    async def _deliver_channel(self, channel: str, gate: asyncio.Semaphore) -> bool | None:
-        """Hold the channel, send its oldest due post, set its next send time, let go. True: sent;
-        False: not (now); None: nothing was tried (another process holds it, nothing due, paused)."""
-        async with gate:
-            if self._stopping or not await self._claim_channel(channel):
-                return None
-            wait: float | None = None
-            try:
-                now = self.clock.now()
-                async with self.db.transaction() as s:
-                    head = (await s.execute(
-                        select(OutgoingMessage.id, OutgoingMessage.next_attempt_at, OutgoingMessage.claimed_until)
-                        .where(OutgoingMessage.status == "pending", OutgoingMessage.channel == channel)
-                        .order_by(OutgoingMessage.id).limit(1))).first()
-                if head is None or head[1] > now or (head[2] is not None and head[2] >= now):
-                    return None
-                async with self._renewing(channel, head[0]):
-                    delivered, wait = await self._deliver_one(head[0])
-                return delivered
-            finally:
-                await self._release_channel(channel, wait)
+    async def _claim_heads(self, channels: list[str], held: bool = False) -> list[tuple[OutgoingMessage, bool]]:
+        """In one short transaction for a whole batch: take the leases of those of `channels` that
+        are free and whose next send time has come (`held`: this process holds them already), and
+        the claim of each one's oldest pending post, if it is due; a channel whose oldest post is
+        not (now) is let go at once. Returns each claimed post with whether it may have reached
+        Slack already (an earlier claim lapsed, or an earlier attempt failed with an unknown
+        outcome)."""
+        if not channels:
+            return []
+        wall = _wall()
+        now = self.clock.now()
+        async with self.db.transaction() as s:
+            if held:
+                mine = list(channels)
+            else:
+                mine = list((await s.execute(
+                    update(ChannelPace)
+                    .where(ChannelPace.channel.in_(channels), ChannelPace.next_send_at <= wall,
+                           or_(ChannelPace.claimed_until.is_(None), ChannelPace.claimed_until < wall))
+                    .values(claimed_by=self.name, claimed_until=wall + LEASE)
+                    .returning(ChannelPace.channel)
+                    .execution_options(synchronize_session=False))).scalars())
+            if not mine:
+                return []
+            # The oldest pending post of each channel held now (a post committed after the scan
+            # with a lower id goes first: ids are not handed out in commit order).
+            heads = list((await s.execute(
+                select(func.min(OutgoingMessage.id)).where(OutgoingMessage.status == "pending",
+                                                           OutgoingMessage.channel.in_(mine))
+                .group_by(OutgoingMessage.channel))).scalars())
+            rows = {m.id: (m, m.claimed_by, m.attempts, m.error) for m in (await s.execute(
+                select(OutgoingMessage).where(OutgoingMessage.id.in_(heads)))).scalars()}
+            taken = set((await s.execute(
+                update(OutgoingMessage)
+                .where(OutgoingMessage.id.in_(heads), OutgoingMessage.status == "pending",
+                       OutgoingMessage.next_attempt_at <= now,
+                       or_(OutgoingMessage.claimed_until.is_(None), OutgoingMessage.claimed_until < now))
+                .values(claimed_by=self.name, claimed_until=now + LEASE)
+                .returning(OutgoingMessage.id)
+                .execution_options(synchronize_session=False))).scalars()) if heads else set()
+            idle = set(mine) - {rows[i][0].channel for i in taken}
+            if idle:
+                await s.execute(update(ChannelPace)
+                                .where(ChannelPace.channel.in_(list(idle)), ChannelPace.claimed_by == self.name)
+                                .values(claimed_by=None, claimed_until=None)
+                                .execution_options(synchronize_session=False))
+        claimed = []
+        for msg_id in sorted(taken):
+            msg, claimed_by, attempts, error = rows[msg_id]
+            # "Slack said ...": Slack answered, so the post is not there; anything else is unknown.
+            unknown = attempts > 0 and not (error or "").startswith("Slack said")
+            msg.claimed_by = self.name
+            claimed.append((msg, claimed_by is not None or unknown))
+        return claimed
+
+    async def _deliver_claimed(self, msg: OutgoingMessage, maybe_sent: bool) -> bool | None:
+        """Send a claimed post (its channel held here), then let the channel go with its next send
+        time. True: sent; False: not (now); None: Slack said the token is dead (sending paused)."""
+        released = False
+        try:
+            async with self._renewing(msg.channel, msg.id):
+                delivered, released = await self._deliver_one(msg, maybe_sent)
+            return delivered
+        finally:
+            if not released:  # the send raised before its outcome was written: no next send time
+                with contextlib.suppress(Exception):
+                    await self._release_channel(msg.channel, None)
 
     async def _claim_channel(self, channel: str) -> bool:
-        """Take the channel's lease if it is free and its next send time has come."""
+        """Take a channel's lease when it has no pace row yet (its first post): the row, inserted
+        by whichever process gets there first."""
         wall = _wall()
-        async with self.db.transaction() as s:
-            result = await s.execute(
-                update(ChannelPace)
-                .where(ChannelPace.channel == channel, ChannelPace.next_send_at <= wall,
-                       or_(ChannelPace.claimed_until.is_(None), ChannelPace.claimed_until < wall))
-                .values(claimed_by=self.name, claimed_until=wall + LEASE))
-            if result.rowcount == 1:
-                return True
-            if await s.get(ChannelPace, channel) is not None:
-                return False
-        try:  # the channel's first post: its row, taken by whichever process inserts it
+        try:
             async with self.db.transaction() as s:
                 s.add(ChannelPace(channel=channel, next_send_at=wall, claimed_by=self.name,
                                   claimed_until=wall + LEASE))
@@ -295,15 +341,19 @@ class Deliverer:
             return False
         return True
 
-    async def _release_channel(self, channel: str, wait: float | None) -> None:
-        """Let go of the channel; `wait`: seconds until its next send (None: nothing was sent)."""
+    async def _release_channel(self, channel: str, wait: float | None, session: AsyncSession | None = None) -> None:
+        """Let go of the channel; `wait`: seconds until its next send (None: nothing was sent).
+        With `session`, in that transaction (the one that writes the post's outcome)."""
         values: dict = {"claimed_by": None, "claimed_until": None}
         if wait is not None:
             values["next_send_at"] = _wall() + timedelta(seconds=wait)
-        async with self.db.transaction() as s:
-            await s.execute(update(ChannelPace)
-                            .where(ChannelPace.channel == channel, ChannelPace.claimed_by == self.name)
-                            .values(**values))
+        statement = (update(ChannelPace).where(ChannelPace.channel == channel, ChannelPace.claimed_by == self.name)
+                     .values(**values).execution_options(synchronize_session=False))
+        if session is not None:
+            await session.execute(statement)
+        else:
+            async with self.db.transaction() as s:
+                await s.execute(statement)
         if wait is not None:
             wake = time.monotonic() + wait
             self._next_wake = wake if self._next_wake is None else min(self._next_wake, wake)
@@ -347,26 +397,6 @@ class Deliverer:
             await deliveries.resume(s, self.clock.now())
         return True
 
-    async def _claim(self, msg_id: int) -> tuple[OutgoingMessage, bool] | None:
-        """Claim a post; with it, whether it may have reached Slack already (an earlier claim
-        lapsed, or an earlier attempt failed with an unknown outcome)."""
-        now = self.clock.now()
-        async with self.db.transaction() as s:
-            before = (await s.execute(select(OutgoingMessage.claimed_by, OutgoingMessage.attempts,
-                                             OutgoingMessage.error)
-                                      .where(OutgoingMessage.id == msg_id))).first()
-            result = await s.execute(
-                update(OutgoingMessage)
-                .where(and_(OutgoingMessage.id == msg_id, OutgoingMessage.status == "pending",
-                            or_(OutgoingMessage.claimed_until.is_(None), OutgoingMessage.claimed_until < now)))
-                .values(claimed_by=self.name, claimed_until=now + LEASE)
-            )
-            if result.rowcount != 1 or before is None:
-                return None
-            # "Slack said ...": Slack answered, so the post is not there; anything else is unknown.
-            unknown = before[1] > 0 and not (before[2] or "").startswith("Slack said")
-            return await s.get(OutgoingMessage, msg_id), before[0] is not None or unknown
-
     async def _posted_already(self, msg: OutgoingMessage) -> str | None:
         """The ts of this post if Slack has it already (found by its outbox id in the channel)."""
         find = getattr(self.sender, "find_post", None)
@@ -379,14 +409,13 @@ class Deliverer:
                         type(exc).__name__)
             return None
 
-    async def _deliver_one(self, msg_id: int) -> tuple[bool | None, float | None]:
+    async def _deliver_one(self, msg: OutgoingMessage, maybe_sent: bool) -> tuple[bool | None, bool]:
         """Send one claimed post: True when Slack took it, False when not (now), None when Slack
-        said the token is dead (sending is paused; the post stays pending, untried). With it, the
-        seconds until its channel's next send (None: nothing reached Slack)."""
-        claimed = await self._claim(msg_id)
-        if claimed is None:
-            return False, None
-        msg, maybe_sent = claimed
+        said the token is dead (sending is paused; the post stays pending, untried). The
+        transaction that writes the outcome also lets the channel go, with its next send time
+        (now + the interval, or Slack's Retry-After; none when nothing reached Slack); with the
+        outcome, whether it did."""
+        msg_id = msg.id
         wait: float | None = self.interval
         reply = (FileReply if msg.kind == "file" else Reply).from_dict(msg.reply)
         ts: str | None = None
@@ -429,7 +458,8 @@ class Deliverer:
         if error is not None and error.retry_after:
             wait = max(self.interval, error.retry_after)  # Slack slowed this channel down: it sleeps alone
         now = self.clock.now()
-        async with self.db.transaction() as s:
+
+        async def outcome(s: AsyncSession) -> tuple[bool | None, float | None]:
             row = await s.get(OutgoingMessage, msg_id)
             row.claimed_by = None
             row.claimed_until = None
@@ -460,6 +490,11 @@ class Deliverer:
             else:  # Slack is down or busy: keep it, and try again later (no post is lost)
                 row.next_attempt_at = now + timedelta(seconds=min(2 ** row.attempts, MAX_BACKOFF))
             return False, wait
+
+        async with self.db.transaction() as s:
+            delivered, wait = await outcome(s)
+            await self._release_channel(msg.channel, wait, session=s)
+        return delivered, True
 
     async def _failed(self, session: AsyncSession, row: OutgoingMessage, error: SendError, now: datetime) -> None:
         """A post Slack refused for good, in the transaction that marks it failed: the families'

@@ -124,6 +124,16 @@ class Registry:
             out.setdefault(command.grammar.path[0], []).append(command)
         return out
 
+    def named(self, words: list[str]) -> Command | None:
+        """The command the first words of a line name: the one with the longest matching path."""
+        lowered = tuple(w.lower() for w in words)
+        best: Command | None = None
+        for command in self.commands:
+            path = command.grammar.path
+            if lowered[: len(path)] == path and (best is None or len(path) > len(best.grammar.path)):
+                best = command
+        return best
+
     def find(self, text: str) -> tuple[Command, dict[str, Any]]:
         """The command a line of text names, with its parsed arguments.
 
@@ -135,18 +145,13 @@ class Registry:
             tokens = tokenize(text)
         except UsageError as exc:
             # Name the command the person meant, so the answer carries its usage line.
-            words = [w.lower() for w in text.split()]
-            near = [c for c in self.commands if tuple(words[: len(c.grammar.path)]) == c.grammar.path]
-            exc.usage = max(near, key=lambda c: len(c.grammar.path)).usage if near else "help [command]"
+            near = self.named(text.split())
+            exc.usage = near.usage if near else "help [command]"
             raise
         if not tokens:
             tokens = ["help"]
         lowered = [t.lower() for t in tokens]
-        best: Command | None = None
-        for command in self.commands:
-            path = command.grammar.path
-            if tuple(lowered[: len(path)]) == path and (best is None or len(path) > len(best.grammar.path)):
-                best = command
+        best = self.named(tokens)
         if best is None:
             family = self.families().get(lowered[0])
             if family:

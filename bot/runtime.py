@@ -17,7 +17,8 @@ from .outbox import Deliverer, Sender
 from .router import Router
 from .services import Services
 from .settings import Settings
-from .slack.app import build_slack_app
+from .slack.app import Followups, build_slack_app
+from .slack.home import attach as attach_home
 from .slack.client import SlackSender, make_web_client
 from .slack.names import users_info_lookup
 from .templating import check_templates
@@ -62,6 +63,16 @@ class Runtime:
         env = self.settings.env
         return env.slack_bot_token is not None and env.slack_signing_secret is not None
 
+    def refresh_homes(self) -> Followups | None:
+        """In a process without the Slack app (`revops worker`): publish the App Homes again when
+        its jobs change what they show (a request expiring). The refreshes run as the returned
+        follow-ups, which the caller drains before it stops; None without a Slack token."""
+        if self.web_client is None:
+            return None
+        followups = Followups()
+        attach_home(self.services, self.web_client, followups)
+        return followups
+
     def build_slack(self) -> None:
         if not self.slack_configured:
             return
@@ -73,7 +84,7 @@ class Runtime:
         check_templates(self.settings, self.services.template_samples(self.settings))
         await self.services.db.upgrade()
         self.build_slack()
-        if self.delivers:
+        if self.delivers and not self.with_worker:  # (the worker runs the outbox loop itself)
             self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
         if self.with_worker:
             self.worker = Worker(self.services, self.deliverer)

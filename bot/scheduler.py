@@ -113,7 +113,7 @@ class JobKind:
     # What the run locks before it claims its job row, given the job's `incident_id`: a job and a
     # command that touch the same rows must lock them in one order, or PostgreSQL deadlocks them
     # (the incidents family: the incident row first, as every incident command does).
-    lock_first: Callable[[AsyncSession, int | None], Awaitable[None]] | None = None
+    lock_first: Callable[[AsyncSession, int | None], Awaitable[Any]] | None = None  # may return the locked row
 
     @property
     def global_job(self) -> bool:
@@ -395,8 +395,9 @@ class Scheduler:
         (another worker took the claim over, the job was stopped or rescheduled meanwhile)."""
         lock_kind = self.kinds.get(claim.kind)
         async with services.db.transaction() as session:
+            locked = None  # what lock_first loaded, held for the transaction (the session holds it weakly)
             if lock_kind is not None and lock_kind.lock_first is not None:
-                await lock_kind.lock_first(session, claim.incident_id)
+                locked = await lock_kind.lock_first(session, claim.incident_id)
             now = services.clock.now()
             job = (await session.execute(
                 select(ScheduledJob).where(ScheduledJob.id == claim.id, ScheduledJob.claimed_by == self.name)
@@ -404,12 +405,15 @@ class Scheduler:
             )).scalar_one_or_none()
             if job is None:
                 return None  # the lease ran out and another worker has it, or it was rescheduled
-            job.claimed_by = job.claimed_until = None
+            # The claim is cleared with the job's other changes, in one UPDATE (the row is locked
+            # here until the commit, so no other worker can take it meanwhile).
             if job.status != "active" or job.due_at > now:
+                job.claimed_by = job.claimed_until = None
                 return None  # stopped, or moved to later, since it was claimed
             kind = self.kinds.get(job.kind)
             if kind is None:
                 log.warning("no handler for scheduled job kind %s (job %s); retrying later", job.kind, job.id)
+                job.claimed_by = job.claimed_until = None
                 job.due_at = now + RETRY_AFTER_ERROR
                 return None
             if kind.at is not None:
@@ -420,6 +424,8 @@ class Scheduler:
             run = JobRun(services, session, job, now, missed)
             # The job's posts, timeline entries and the move to its next slot commit together.
             result = None if kind.after_claim else await kind.run(run)
+            del locked
+            job.claimed_by = job.claimed_until = None
             job.runs += 1
             job.last_run_at = now
             job.last_error = None

@@ -288,6 +288,7 @@ async def severity(ctx: Context, args: dict) -> Reply:
         raise Conflict(f"Incident #{incident.id} is already {new}.")
     incident.severity = new
     await service.schedule_jobs(ctx.session, ctx.settings, incident, ctx.now)
+    await channels.retopic_later(ctx.session, incident, ctx.now)
     _entry(ctx, incident, "severity", f"Severity changed {old} → {new}", old=old, new=new)
     _announce(ctx, incident, "severity", old_severity=old)
     ctx.note(subject=f"incident:{incident.id}", detail=f"severity {old} -> {new}")

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
+from bot import app
 from bot.billing import ledger
 from bot.billing.invoices import InvoiceActionRequest
 from bot.billing.models import StripeEvent
@@ -213,6 +214,60 @@ async def test_an_expired_request_leaves_the_homes(hbot, fake_slack, clock):
     assert swept == 1
     after = await home_published(hbot, APPROVER, published + 1)
     assert "Credit requests waiting: 0" in flatten(after)
+
+
+async def test_a_separate_worker_publishes_the_homes_when_its_job_changes_them(hbot, fake_slack, clock):
+    """`revops worker` (no Slack app of its own): a request its job expires leaves the homes,
+    published by the worker's own refresher (Runtime.refresh_homes)."""
+    assert "posted for approval" in hbot.slash_text("grant ada@example.com 50 refund for the outage", user=RESPONDER)
+    open_home(hbot, APPROVER)
+    assert "Credit requests waiting: 1" in flatten(await home_published(hbot, APPROVER))
+    await hbot.drain()
+    published = len(fake_slack.publishes(APPROVER))
+    worker = app.runtime(hbot.settings, clock=clock)
+    homes = worker.refresh_homes()
+    assert homes is not None
+    try:
+        clock.advance(timedelta(minutes=31))
+        assert await expire_due(worker.services) == 1
+        await homes.drain()
+        assert not homes.tasks, "the worker's refresh did not finish"
+        calls = fake_slack.publishes(APPROVER)
+        assert len(calls) == published + 1
+        assert "Credit requests waiting: 0" in flatten(view_of(calls[-1]))
+    finally:
+        await worker.services.db.dispose()
+
+
+async def test_job_posts_refresh_the_homes_at_most_once_per_gap(hbot, fake_slack):
+    """Cadence posts come every few seconds: the refreshes they start keep `min_gap` apart,
+    while a person's action still waits only the debounce."""
+    home = hbot.runtime.services.extras["home"]
+    home.debounce, home.min_gap = 0.05, 30.0
+    open_home(hbot, APPROVER)
+    await home_published(hbot, APPROVER)
+    await hbot.drain()
+    count = len(fake_slack.publishes(APPROVER))
+
+    async def burst_of_job_posts():
+        home._last = time.monotonic()  # as if a refresh had just finished
+        for _ in range(5):
+            home.job_posted()
+        return home._due - time.monotonic()
+
+    wait = await asyncio.wrap_future(hbot.server.call(burst_of_job_posts()))
+    assert wait > 25, wait  # five job posts: one refresh, held for the gap, not the debounce
+    assert len(fake_slack.publishes(APPROVER)) == count
+    hbot.slash_text("dryrun on", user=ADMIN)  # a person's action: published after the debounce
+    after = await home_published(hbot, APPROVER, count + 1)
+    assert "Dry-run is on" in flatten(after)
+
+    async def flush():
+        home.min_gap = 0.0
+        home.changed()
+
+    await asyncio.wrap_future(hbot.server.call(flush()))
+    await hbot.drain()
 
 
 async def test_only_the_home_tab_is_published_and_a_bad_signature_publishes_nothing(hbot, fake_slack):

@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.reply import Button, Reply
+from bot.approvals import usable_by
+from bot.reply import Reply
 from bot.roles import Role
 from bot.settings import Settings
 from bot.text import Code, Em, Icon, Status, Text, User, clip
 
 from . import trace
-from .invoice_views import hhmm, money
+from .invoice_views import hhmm, money, request_buttons
 from .invoices import ACTION_NAMES, InvoiceActionRequest
 
 SHOWN = 10
@@ -29,16 +30,6 @@ REASON_CHARS = 200
 
 def _pending(now: datetime):
     return (InvoiceActionRequest.status == "pending", InvoiceActionRequest.expires_at > now)
-
-
-def request_buttons(req: InvoiceActionRequest, user: str, role: Role) -> list[Button]:
-    if req.requester == user:
-        return [Button("Cancel request", "invoices.cancel", str(req.id))]
-    if role >= Role.approver:  # the role of invoices.approve / invoices.reject
-        return [Button("Approve", "invoices.approve", str(req.id), style="primary",
-                       confirm=f"Approve: {ACTION_NAMES[req.action]} for {req.invoice_id}? Stripe is called now."),
-                Button("Reject", "invoices.reject", str(req.id), style="danger")]
-    return []
 
 
 async def invoice_requests(session: AsyncSession, user: str, role: Role, now: datetime,
@@ -57,7 +48,7 @@ async def invoice_requests(session: AsyncSession, user: str, role: Role, now: da
                  f" ({money(req.amount, req.currency)}) by ", User(req.requester, ping=False), " — ",
                  clip(req.reason, REASON_CHARS), f" (expires {hhmm(req.expires_at)})",
                  " — yours: a different approver decides" if mine else ""),
-            buttons=request_buttons(req, user, role), tag="dry run" if req.dry_run else None))
+            buttons=usable_by(request_buttons(req), requester=req.requester, user=user, role=role), tag="dry run" if req.dry_run else None))
     return replies
 
 

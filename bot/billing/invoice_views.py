@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.approvals import decision_buttons
 from bot.reply import Button, Reply
 from bot.text import Code, Em, Icon, Text, User, clip
 
@@ -118,13 +119,13 @@ def request_message(req: InvoiceActionRequest) -> Reply:
                 ("Customer", Text(Code(req.customer_id or "—"))), ("Amount", money(req.amount, req.currency)),
                 ("Reason", clip(req.reason, REASON_CHARS)),
                 ("Expires", f"{hhmm(req.expires_at)} (after {ttl_min} min)")],
-        buttons=[
-            Button("Approve", "invoices.approve", str(req.id), style="primary",
-                   confirm=f"Approve: {ACTION_NAMES[req.action]} for {req.invoice_id}? Stripe is called now."),
-            Button("Reject", "invoices.reject", str(req.id), style="danger"),
-            Button("Cancel request", "invoices.cancel", str(req.id)),
-        ],
+        buttons=request_buttons(req),
         private=False, tag="dry run" if req.dry_run else None)
+
+
+def request_buttons(req: InvoiceActionRequest) -> list[Button]:
+    return decision_buttons("invoices", req.id, confirm=f"Approve: {ACTION_NAMES[req.action]} for {req.invoice_id}? "
+                                                        "Stripe is called now.")
 
 
 def outcome_text(req: InvoiceActionRequest) -> Text:

@@ -10,26 +10,17 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.reply import Button, Reply
+from bot.approvals import usable_by
+from bot.reply import Reply
 from bot.roles import Role
 from bot.settings import Settings
 from bot.text import Code, Em, Icon, Text, User
 
 from . import service
-from .views import amount_text, hhmm, reason_text
+from .views import amount_text, hhmm, reason_text, request_buttons
 
 SHOWN = 10  # requests on the home; `grant pending` lists more
 REASON_CHARS = 200
-
-
-def request_buttons(req, user: str, role: Role) -> list[Button]:
-    if req.requester == user:
-        return [Button("Cancel request", "grants.cancel", str(req.id))]
-    if role >= Role.approver:  # the role of grants.approve / grants.reject
-        return [Button("Approve", "grants.approve", str(req.id), style="primary",
-                       confirm=f"Approve {amount_text(req)} for {req.account_id}? This moves credits."),
-                Button("Reject", "grants.reject", str(req.id), style="danger")]
-    return []
 
 
 async def pending_requests(session: AsyncSession, user: str, role: Role, now: datetime,
@@ -48,5 +39,5 @@ async def pending_requests(session: AsyncSession, user: str, role: Role, now: da
                  User(req.requester, ping=False), " — ", reason_text(req.reason, REASON_CHARS),
                  f" (expires {hhmm(req.expires_at)})",
                  " — yours: a different approver decides" if mine else ""),
-            buttons=request_buttons(req, user, role), tag="dry run" if req.dry_run else None))
+            buttons=usable_by(request_buttons(req), requester=req.requester, user=user, role=role), tag="dry run" if req.dry_run else None))
     return replies

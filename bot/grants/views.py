@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.approvals import decision_buttons
 from bot.reply import Button, Reply
 from bot.text import Code, Em, Icon, Text, User, clip
 
@@ -55,15 +56,15 @@ def request_message(req: GrantRequest, account, balance: int) -> Reply:
             ("Current balance", f"{balance} credits"),
             ("Expires", f"{hhmm(req.expires_at)} (after {ttl_min} min)"),
         ],
-        buttons=[
-            Button("Approve", "grants.approve", str(req.id), style="primary",
-                   confirm=f"Approve {amount_text(req)} for {req.account_id}? This moves credits."),
-            Button("Reject", "grants.reject", str(req.id), style="danger"),
-            Button("Cancel request", "grants.cancel", str(req.id)),
-        ],
+        buttons=request_buttons(req),
         private=False,
         tag="dry run" if req.dry_run else None,
     )
+
+
+def request_buttons(req: GrantRequest) -> list[Button]:
+    return decision_buttons("grants", req.id,
+                            confirm=f"Approve {amount_text(req)} for {req.account_id}? This moves credits.")
 
 
 def outcome_text(req: GrantRequest) -> Text:

@@ -17,7 +17,8 @@ run a crash interrupted (the job stays active until its outcome is committed).
 
 A job rather than an outbox kind: the outbox paces and orders posts per channel, a channel's
 creation has no channel yet, and what follows it (moving the incident, the posts) is the
-incidents family's, not the core's. People given a role later are invited by a one-shot job
+incidents family's, not the core's. A new severity sets the topic again (`incident_channel_topic`,
+a one-shot job). People given a role later are invited by a one-shot job
 (`incident_channel_invite`); resolving schedules `incident_archive` after `[incidents]
 archive_after` (off by default). Slack is reached through `services.extras["conversations"]`
 (bot/slack/conversations.py, attached by the family's setup): this module knows no Slack.
@@ -50,6 +51,7 @@ from .views import fmt_time, incident_view
 log = logging.getLogger("revops.incidents.channels")
 
 CREATE_JOB, INVITE_JOB, ARCHIVE_JOB = "incident_channel", "incident_channel_invite", "incident_archive"
+TOPIC_JOB = "incident_channel_topic"
 RETRY_EVERY = timedelta(seconds=30)  # a creation Slack could not answer is tried again this much later
 # While a run talks to Slack its job is not due again before this (a lease: another worker does not
 # create a second channel meanwhile; a run that crashed is taken up again after it).
@@ -131,6 +133,15 @@ async def invite_later(session: AsyncSession, incident: Incident, user: str, now
         return  # no channel (yet: the creation job invites the role holders it finds)
     await upsert_job(session, key=f"incident:{incident.id}:invite:{user}", kind=INVITE_JOB, due_at=now,
                      incident_id=incident.id, data={"user": user})
+
+
+async def retopic_later(session: AsyncSession, incident: Incident, now: datetime) -> None:
+    """The severity changed: the incident's own channel gets the topic that says so (the job calls
+    Slack after this transaction commits)."""
+    if incident.own_channel_state != "ready" or not incident.own_channel or incident.status == "resolved":
+        return  # no channel yet: the creation job sets the topic it finds then
+    await upsert_job(session, key=f"incident:{incident.id}:topic", kind=TOPIC_JOB, due_at=now,
+                     incident_id=incident.id)
 
 
 async def schedule_archive(session: AsyncSession, settings: Settings, incident: Incident, now: datetime) -> None:
@@ -321,6 +332,23 @@ async def invite_member(run: JobRun) -> None:
                                            f" to this channel ({problem}); invite them by hand."), private=False))
 
 
+async def set_topic(run: JobRun) -> None:
+    """The incident's own channel's topic, as the incident reads now (severity, stage, summary)."""
+    services, job = run.services, run.job
+    incident = await _read(services, job.incident_id)
+    conversations = _conversations(services)
+    if incident is None or incident.own_channel_state != "ready" or not incident.own_channel \
+            or conversations is None:
+        return
+    try:
+        await conversations.set_topic(incident.own_channel, topic_of(incident))
+    except SendError as exc:
+        async with services.db.transaction() as session:
+            await service.write_entry(session, incident.id, at=services.clock.now(), kind="channel",
+                                      actor=service.BOT, text=f"Could not set the channel's topic ({exc})",
+                                      data={"channel": incident.own_channel, "error": exc.code})
+
+
 async def archive_channel(run: JobRun) -> None:
     services, job = run.services, run.job
     incident = await _read(services, job.incident_id)
@@ -391,4 +419,5 @@ CHANNEL_JOBS = (
     JobKind(CREATE_JOB, create_channel, after_claim=True, lock_first=service.lock_incident),
     JobKind(INVITE_JOB, invite_member, after_claim=True, lock_first=service.lock_incident),
     JobKind(ARCHIVE_JOB, archive_channel, after_claim=True, lock_first=service.lock_incident),
+    JobKind(TOPIC_JOB, set_topic, after_claim=True, lock_first=service.lock_incident),
 )

@@ -93,15 +93,18 @@ _BY_ID_WITH_LATEST = select(*_WITH_LATEST).where(_INCIDENTS.c.id == bindparam("i
 _OPEN_IN_WITH_LATEST = select(*_WITH_LATEST).where(_INCIDENTS.c.open_channel == bindparam("channel"))
 
 
-_LOCK_ROW = select(_INCIDENTS.c.id).where(_INCIDENTS.c.id == bindparam("incident_id")).with_for_update()
+_LOCK_ROW = select(Incident).where(Incident.id == bindparam("incident_id")).with_for_update()
 
 
-async def lock_incident(session: AsyncSession, incident_id: int | None) -> None:
+async def lock_incident(session: AsyncSession, incident_id: int | None) -> Incident | None:
     """Lock the incident's row (PostgreSQL; SQLite's writers are serial): what a scheduled run of an
     incident's job takes before its job row, in the order every incident command takes them
-    (the incident, then its jobs), so that `incident resolve` and a cadence post cannot deadlock."""
+    (the incident, then its jobs), so that `incident resolve` and a cadence post cannot deadlock.
+    The row is loaded with its lock and returned: while the caller holds it, the job's
+    `session.get` of the incident costs no trip (the session's identity map holds it weakly)."""
     if incident_id is not None and session.get_bind().dialect.name == "postgresql":
-        await session.execute(_LOCK_ROW, {"incident_id": incident_id})
+        return (await session.execute(_LOCK_ROW, {"incident_id": incident_id})).scalar_one_or_none()
+    return None
 
 
 async def open_incident_in(session: AsyncSession, channel: str | None) -> Incident | None:

@@ -18,14 +18,19 @@ person. A refresh publishes, one after another, to the people who opened their h
 change arriving while a refresh runs makes one more pass after it. Slack is never called inside a
 unit of work: the homes are read in a read unit, then published.
 
-Bounded, and what it does not do: a refresh is triggered by this process's actions and jobs (a
-worker running in another process reaches the homes at the next action here or the next open).
+A job's posts (cadence updates come every few seconds while incidents are open) start a refresh
+at most every `MIN_GAP` seconds, so the homes follow the jobs without spending Slack's
+views.publish budget; a person's action waits only the debounce. `revops worker` runs its own
+refresher (`attach`, bot/cli.py), so what a worker changes — a request that expires — reaches
+the homes too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +52,7 @@ log = logging.getLogger("revops.slack.home")
 DEBOUNCE = 0.5  # seconds a refresh waits for the rest of a burst (and for its commit)
 RECENT = timedelta(hours=24)  # who opened their home this recently is published to again
 FANOUT = 50  # at most this many homes per refresh
+MIN_GAP = 5.0  # seconds from one refresh to the next when a job's posts start it
 FORGET = timedelta(days=7)  # viewers not seen for this long are forgotten
 MAX_BLOCKS = 100  # Slack's limit for a Home tab view
 
@@ -81,9 +87,14 @@ class Home:
         self.client = client
         self.followups = followups
         self.debounce = DEBOUNCE
-        self._scheduled = False  # a refresh is waiting out its debounce
+        self.min_gap = MIN_GAP
+        self._scheduled = False  # a refresh is waiting for its time
+        self._due: float | None = None  # when (monotonic) the waiting refresh runs
+        self._wake = asyncio.Event()  # the waiting refresh's time moved earlier
+        self._last = -1e9  # when the last refresh finished
         self._running = False
-        self._again = False  # a change arrived while a refresh ran
+        self._again = False  # a person's change arrived while a refresh ran
+        self._job_after = False  # a job's change arrived while a refresh ran
 
     # --- what a person sees ---------------------------------------------------------------------
     def _role_needed(self, command_name: str) -> Role | None:
@@ -169,18 +180,35 @@ class Home:
             return [user for (user,) in rows.all()]
 
     # --- when the data changes --------------------------------------------------------------------
-    def changed(self) -> None:
-        """Something the homes show may have changed: one refresh soon (debounced)."""
-        if self._scheduled:
+    def changed(self, by_job: bool = False) -> None:
+        """Something the homes show may have changed: one refresh soon (debounced; when `by_job`,
+        not sooner than `min_gap` after the last one)."""
+        if self._running:  # one more pass after this one: at once for a person, after the gap for a job
+            self._again = self._again or not by_job
+            self._job_after = self._job_after or by_job
             return
-        if self._running:
-            self._again = True
+        now = time.monotonic()
+        delay = max(self.debounce, self._last + self.min_gap - now) if by_job else self.debounce
+        due = now + delay
+        if self._due is not None and self._due <= due:
+            return
+        self._due = due
+        if self._scheduled:
+            self._wake.set()  # the waiting refresh runs earlier
             return
         self._scheduled = True
         self.followups.start(self._refresh())
 
+    def job_posted(self) -> None:
+        """`services.on_posts`: a commit queued posts (an action's, or a job's)."""
+        self.changed(by_job=True)
+
     async def _refresh(self) -> None:
-        await asyncio.sleep(self.debounce)
+        while self._due is not None and (left := self._due - time.monotonic()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=left)
+        self._due = None
         self._scheduled, self._running = False, True
         try:
             while True:
@@ -193,6 +221,10 @@ class Home:
             log.exception("refreshing the App Homes failed")
         finally:
             self._running = False
+            self._last = time.monotonic()
+            if self._job_after:
+                self._job_after = False
+                self.changed(by_job=True)
 
     async def noted(self, session, record) -> None:
         # At the router's recording point, inside the action's unit of work: nothing is written and
@@ -211,14 +243,21 @@ def _unique_action_ids(blocks: list[dict[str, Any]]) -> None:
             element["action_id"] = base if seen[base] == 1 else f"{base}~{seen[base]}"
 
 
-def register(app, services: Services, router, followups, client) -> Home:
+def attach(services: Services, client, followups) -> Home:
+    """The process's refresher of the homes (one per Services), publishing with `client`; its
+    refreshes run as `followups`, which the process drains before it stops."""
     home = services.extras.get("home")
     if home is None:
         home = Home(services, client, followups)
         services.extras["home"] = home
         services.recorders.append(Recorder(home.noted, lambda record: record.mutating))
-        services.on_posts.append(home.changed)
+        services.on_posts.append(home.job_posted)
     home.client, home.followups = client, followups  # (a rebuilt Slack app's)
+    return home
+
+
+def register(app, services: Services, router, followups, client) -> Home:
+    home = attach(services, client, followups)
 
     @app.event("app_home_opened")
     async def on_home_opened(event):

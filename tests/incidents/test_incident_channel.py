@@ -113,6 +113,11 @@ async def test_declare_with_channel_new_runs_the_incident_in_its_own_channel(cbo
     assert {"channel": new, "users": COMMS} in [{"channel": p["channel"], "users": p["users"]} for p in invites]
     assert COMMS in fake_slack.channel_named("inc-1-checkout")[1]["members"]
 
+    # A new severity is in its topic.
+    assert "is now P2" in cbot.slash_text("incident severity P2", user=RESPONDER, channel=new)
+    assert "incident:1:topic" in await drain(csvc)
+    assert fake_slack.channel_named("inc-1-checkout")[1]["topic"] == "P2 · checkout: conversion down ‹!channel›"
+
     # Resolving archives it `archive_after` later, and not before.
     assert "resolved" in cbot.slash_text("incident resolve a bad deploy", user=RESPONDER, channel=new)
     await fake_slack.wait("chat.postMessage", where=lambda c: c.params.get("channel") == new
