@@ -17,7 +17,9 @@ together cannot both post within a second, whatever the scheduler does) — the 
 that covered slots missed), duplicates (a slot run twice, or one post reaching Slack twice), the
 429s, the most posts a channel got in any one second, and each worker's tick (p50, p99, max) and
 how late after its slot a job was claimed, from the workers' own log lines at their stop.
-Figures, not assertions: the machine may be shared (say so when quoting them).
+Figures, not assertions: the machine may be shared (say so when quoting them). With
+SCALE_OUT_PROFILE=<dir> every revops process runs under cProfile and writes <dir>/<name>.prof
+(serve0, worker0, …) when it stops: where the CPU per post goes.
 """
 
 from __future__ import annotations
