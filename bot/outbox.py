@@ -311,7 +311,6 @@ class Deliverer:
             msg, claimed_by, attempts, error = rows[msg_id]
             # "Slack said ...": Slack answered, so the post is not there; anything else is unknown.
             unknown = attempts > 0 and not (error or "").startswith("Slack said")
-            msg.claimed_by = self.name
             claimed.append((msg, claimed_by is not None or unknown))
         return claimed
 
