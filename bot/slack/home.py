@@ -88,8 +88,7 @@ class Home:
         self.followups = followups
         self.debounce = DEBOUNCE
         self.min_gap = MIN_GAP
-        self._scheduled = False  # a refresh is waiting for its time
-        self._due: float | None = None  # when (monotonic) the waiting refresh runs
+        self._due: float | None = None  # when (monotonic) the waiting refresh runs; None: none waits
         self._wake = asyncio.Event()  # the waiting refresh's time moved earlier
         self._last = -1e9  # when the last refresh finished
         self._running = False
@@ -190,13 +189,12 @@ class Home:
         now = time.monotonic()
         delay = max(self.debounce, self._last + self.min_gap - now) if by_job else self.debounce
         due = now + delay
-        if self._due is not None and self._due <= due:
+        if self._due is not None:
+            if due < self._due:
+                self._due = due
+                self._wake.set()  # the waiting refresh runs earlier
             return
         self._due = due
-        if self._scheduled:
-            self._wake.set()  # the waiting refresh runs earlier
-            return
-        self._scheduled = True
         self.followups.start(self._refresh())
 
     def job_posted(self) -> None:
@@ -209,7 +207,7 @@ class Home:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=left)
         self._due = None
-        self._scheduled, self._running = False, True
+        self._running = True
         try:
             while True:
                 self._again = False
