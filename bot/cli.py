@@ -16,6 +16,11 @@ from pathlib import Path
 
 import uvicorn
 
+try:  # a dependency where it builds (not Windows): a faster event loop for the long-running processes
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
 from . import audit
 from .console import Console
 from .db import Database, run_upgrade
@@ -136,10 +141,18 @@ def cmd_worker(args, families: Families) -> int:
             await runtime.services.db.dispose()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def run_loop(main):
+    """`asyncio.run(main)` on uvloop when it is installed, as uvicorn runs `serve` (its `loop="auto"`)."""
+    if uvloop is None:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _with_console(settings: Settings, families: Families, user: str, channel: str, body) -> int:

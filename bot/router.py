@@ -252,7 +252,8 @@ class Router:
                                channel=record.channel, surface=ctx.surface, detail=ctx.audit_detail,
                                subject=ctx.audit_subject)
         for recorder in self.services.recorders:
-            await recorder.write(session, record)
+            if recorder.wants(record):  # (one that could write nothing for it is not called)
+                await recorder.write(session, record)
 
     async def _audit_failure(self, name, args, actor, channel, surface, mutating, detail) -> None:
         if not mutating:
@@ -304,8 +305,7 @@ class _Recording(GroupCommit[ActionRecord]):
     async def _record(self, session, record: ActionRecord) -> None:
         record.ctx.session = session  # (the action's own unit of work is closed by now)
         if record.delivery:
-            session.add_all(deliveries.claim_rows(record.delivery, record.at))
-            await session.flush()  # a replay fails here, before anything of it is written
+            await deliveries.insert_claims(session, record.delivery, record.at)  # a replay fails here, first
         await self.router._record(session, record)
 
 

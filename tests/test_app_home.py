@@ -22,6 +22,7 @@ from bot.clock import FakeClock
 from bot.family import HomeSection
 from bot.grants.jobs import expire_due
 from bot.grants.models import GrantRequest
+from bot.incidents.models import TimelineEntry
 from bot.reply import Button, Reply
 from bot.slack.home import DEBOUNCE, HomeViewer
 from tests.support.harness import ADMIN, APPROVER, APPROVER2, CHANNEL, RESPONDER, VIEWER, Bot, flatten, make_settings
@@ -201,6 +202,25 @@ async def test_a_burst_of_changes_is_one_publish_per_person_and_flags_show(hbot,
     assert len(calls) - 1 <= (1 if burst < home.debounce else 2 + int(burst // home.debounce)), (len(calls), burst)
     assert "Dry-run is on" in flatten(view_of(calls[-1]))
     assert DEBOUNCE > 0
+
+
+async def test_a_read_recorded_on_a_timeline_does_not_refresh_the_homes(hbot, fake_slack):
+    """`credits` in an incident channel writes a timeline line, and changes nothing the homes show:
+    no refresh (the recorder that refreshes them wants mutating actions only), where a change does."""
+    assert "Incident #1" in hbot.slash_text("incident declare P1 checkout card payments failing", user=RESPONDER)
+    open_home(hbot, APPROVER)
+    await home_published(hbot, APPROVER)
+    await hbot.drain()
+    count = len(fake_slack.publishes(APPROVER))
+    assert "Balance" in hbot.slash_text("credits acct_1", user=VIEWER)
+    await hbot.drain()  # (a refresh it had started would be drained here)
+    async with hbot.db() as db, db.reading() as s:
+        lines = (await s.execute(select(TimelineEntry.text).where(TimelineEntry.incident_id == 1))).scalars().all()
+    assert any(line.startswith("credits") for line in lines), lines
+    assert len(fake_slack.publishes(APPROVER)) == count
+    hbot.slash_text("dryrun on", user=ADMIN)
+    await home_published(hbot, APPROVER, count + 1)
+    await hbot.drain()
 
 
 async def test_an_expired_request_leaves_the_homes(hbot, fake_slack, clock):

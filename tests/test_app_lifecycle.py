@@ -5,9 +5,13 @@ preflight's auth.test clears it too)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 from sqlalchemy import select
 
+from bot import cli
 from bot.deliveries import read_state
 from bot.models import OutgoingMessage
 from tests.support.harness import ADMIN, CHANNEL, RESPONDER, flatten
@@ -87,3 +91,16 @@ async def test_user_tokens_revoked_alone_change_nothing(bot):
     assert bot.event({"type": "tokens_revoked", "tokens": {"oauth": ["U0SOMEONE"]}}).status_code == 200
     await bot.drain()
     assert (await _state(bot)).paused is None
+
+
+def test_the_long_running_processes_run_on_uvloop_where_it_is_installed():
+    """`revops worker` runs its loop with `run_loop` (uvicorn picks uvloop for `serve` itself):
+    uvloop is a dependency on Linux and macOS, and bench/scale_out.py shows what it is worth."""
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    if sys.platform == "win32":
+        assert cli.uvloop is None or cli.run_loop(which()).startswith("uvloop")
+    else:
+        assert cli.uvloop is not None, "uvloop is a dependency here (pyproject.toml)"
+        assert cli.run_loop(which()).startswith("uvloop")
