@@ -83,6 +83,7 @@ class Runtime:
         # A template that fails to render stops start-up, naming it.
         check_templates(self.settings, self.services.template_samples(self.settings))
         await self.services.db.upgrade()
+        await self.services.db.warm()  # (PostgreSQL: the first burst of commands waits on no connect)
         self.build_slack()
         if self.delivers and not self.with_worker:  # (the worker runs the outbox loop itself)
             self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))

@@ -82,3 +82,56 @@ async def test_a_server_restart_under_steady_use_fails_only_what_was_running(pg_
     # SQLAlchemy dropped every connection made before the failure: the next ones are fresh.
     for _ in range(5):
         await _read_once(database)
+
+
+async def _backends(pg_server, database: str) -> int:
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        return await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await admin.close()
+
+
+async def test_warming_opens_the_kept_connections_and_keeps_them(pg_db, pg_server):
+    database, name = pg_db
+    await database.engine.dispose()  # (upgrade() left one open)
+    assert await _backends(pg_server, name) == 0
+    kept = database.engine.sync_engine.pool.size()
+    assert await database.warm() == kept
+    assert await _backends(pg_server, name) == kept
+    for _ in range(kept):  # reads at the pool's size then open nothing new
+        await _read_once(database)
+    await asyncio.gather(*(_read_once(database) for _ in range(kept)))
+    assert await _backends(pg_server, name) == kept
+
+
+async def test_warming_a_sqlite_database_opens_nothing(tmp_path):
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/warm.db")
+    try:
+        await database.upgrade()
+        assert await database.warm() == 0
+    finally:
+        await database.dispose()
+
+
+async def test_warming_an_unreachable_database_says_unavailable(pg_server):
+    database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await database.warm()
+    finally:
+        await database.dispose()
+
+
+def test_serve_on_postgresql_starts_with_its_pool_open(pg_server, tmp_path, fake_slack):
+    """The first burst of commands after start (an incident's start) waits on no connection set-up."""
+    from tests.support.harness import Bot, make_settings
+
+    url = asyncio.run(pg_server.create_database())
+    running = Bot(make_settings(tmp_path, url, fake_slack.api_url), fake_slack).start()
+    try:
+        pool = running.runtime.services.db.engine.sync_engine.pool
+        assert pool.checkedin() == pool.size() > 1
+        assert asyncio.run(_backends(pg_server, url.rsplit("/", 1)[1])) >= pool.size()
+    finally:
+        running.stop()
