@@ -200,7 +200,8 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
     # concurrent requests, each of which holds one across its statements. Past pool_size an overflow
     # connection is closed when given back, and a new one costs a PostgreSQL backend: with 20 kept,
     # 32 concurrent requests churned connections and their p99 doubled (bench/ack_latency.py).
-    # A serve process takes at most 40 of PostgreSQL's default 100; a worker a few.
+    # A serve process takes at most 40 of PostgreSQL's default 100 (and, warmed, keeps 32 from its
+    # start: Database.warm); a worker a few. REVOPS_DB_POOL_SIZE sets the 32.
     kwargs.setdefault("pool_size", 32)
     kwargs.setdefault("max_overflow", 8)
     engine = create_async_engine(url, **kwargs)
@@ -283,9 +284,11 @@ class UnitSession(AsyncSession):
 class Database:
     """Engines plus session factories; `transaction()` writes, `reading()` reads."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pool_size: int | None = None):
+        """`pool_size`: the PostgreSQL connections kept (REVOPS_DB_POOL_SIZE; `make_engine`'s default)."""
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url) if pool_size is None or url.startswith("sqlite") else \
+            make_engine(url, pool_size=pool_size)
         self.read_engine = make_read_engine(url, self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=UnitSession)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=UnitSession)

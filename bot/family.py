@@ -137,7 +137,7 @@ class Families:
     def build_services(self, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
         services = Services(
             settings=settings,
-            db=db or Database(settings.env.database_url),
+            db=db or Database(settings.env.database_url, pool_size=settings.env.revops_db_pool_size),
             clock=clock or Clock(),
             registry=self.registry(),
             recorders=self.recorders,

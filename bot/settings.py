@@ -59,6 +59,9 @@ class EnvSettings(BaseSettings):
     # Whether `revops serve` delivers queued posts (None: yes on SQLite, no on PostgreSQL, where
     # `revops worker` delivers); see `serve_delivers()`.
     revops_serve_delivers: bool | None = None
+    # PostgreSQL connections each process keeps (`serve` opens them at start; past them 8 more
+    # are opened and closed as needed): size it so every process's fits the server's max_connections.
+    revops_db_pool_size: int = Field(default=32, ge=1, le=500)
     # SIGTERM/SIGINT: how long in-flight sends and the worker's tick may take before claims are released.
     revops_shutdown_grace: Duration = timedelta(seconds=10)
     revops_log_level: str = "INFO"

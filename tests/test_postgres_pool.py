@@ -135,3 +135,16 @@ def test_serve_on_postgresql_starts_with_its_pool_open(pg_server, tmp_path, fake
         assert asyncio.run(_backends(pg_server, url.rsplit("/", 1)[1])) >= pool.size()
     finally:
         running.stop()
+
+
+def test_the_kept_connections_are_a_setting(pg_server, tmp_path, fake_slack):
+    from tests.support.harness import Bot, make_settings
+
+    url = asyncio.run(pg_server.create_database())
+    running = Bot(make_settings(tmp_path, url, fake_slack.api_url, revops_db_pool_size=3), fake_slack).start()
+    try:
+        pool = running.runtime.services.db.engine.sync_engine.pool
+        assert (pool.size(), pool.checkedin()) == (3, 3)
+        assert "no open incident in this channel" in running.answer_text("incident status", channel="C0QUIET")  # on them
+    finally:
+        running.stop()

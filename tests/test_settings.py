@@ -76,6 +76,7 @@ def test_an_invalid_file_names_the_key(tmp_path, toml, message):
     ({"DATABASE_URL": "mysql://root:hunter2@db/revops"}, "DATABASE_URL: must be a sqlite:/// or postgresql:// URL"),
     ({"PORT": "eighty"}, "PORT: Input should be a valid integer, unable to parse string as an integer"),
     ({"REVOPS_CONFIG": "/nonexistent/revops.toml"}, "REVOPS_CONFIG: /nonexistent/revops.toml does not exist"),
+    ({"REVOPS_DB_POOL_SIZE": "0"}, "REVOPS_DB_POOL_SIZE: Input should be greater than or equal to 1"),
 ])
 def test_the_cli_stops_with_one_clear_line(tmp_path, env, message):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
