@@ -16,6 +16,9 @@ commands over the core, the `family` at the end of its command module — is ONE
         home=(HomeSection(open_incidents, reads="incident list"),),  # the App Home's part
     )
 
+A family whose endpoint carries load declares it as an `Endpoint` (`endpoints=`), served
+around FastAPI's routing (bot/web/direct.py): billing's `POST /webhooks/stripe`.
+
 The composition root (bot/app.py) imports every registration and hands them to
 `Families`, which builds the registry, the Services, the scheduler, the HTTP routes, the
 demo and the CLI's extra sub-commands. Nothing else imports a registration, and the core
@@ -37,6 +40,8 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+
+    from .web.direct import Endpoint
 
 Seeder = Callable[[Services], Awaitable[None]]
 
@@ -69,6 +74,8 @@ class Family:
     recorders: tuple[Recorder, ...] = ()
     jobs: tuple[JobKind, ...] = ()
     routes: tuple["APIRouter", ...] = ()
+    # The few endpoints that carry load, served around FastAPI's routing (bot/web/direct.py).
+    endpoints: tuple["Endpoint", ...] = ()
     seeders: tuple[Seeder, ...] = ()
     tour: tuple[tuple[str, str], ...] = ()  # (user, console line) pairs of the demo tour
     templates: TemplateSamples | None = None
@@ -112,6 +119,10 @@ class Families:
     @property
     def routes(self) -> list["APIRouter"]:
         return [route for family in self.families for route in family.routes]
+
+    @property
+    def endpoints(self) -> list["Endpoint"]:
+        return [endpoint for family in self.families for endpoint in family.endpoints]
 
     @property
     def tour(self) -> list[tuple[str, str]]:

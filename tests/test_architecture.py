@@ -183,8 +183,9 @@ def test_the_entry_points_start_from_the_root(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STRIPE_", "REVOPS_", "DATABASE"))}
     env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/asgi.db", REVOPS_CONFIG=str(example_config_path()),
                PYTHONPATH=str(ROOT))
-    probe = ("import bot.asgi; print(sorted(bot.asgi.app.url_path_for(name) for name in "
-             "('stripe_webhook', 'alerts', 'incidents_page', 'flags')))")  # the families' routes and the core's
+    probe = ("import bot.asgi, bot.app; print(sorted([*(bot.asgi.app.url_path_for(name) for name in "
+             "('alerts', 'incidents_page', 'flags')), *(e.path for e in bot.app.FAMILIES.endpoints)]))")
+    # the families' routes and endpoints (bot/web/direct.py), and the core's
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['/alerts', '/flags', '/incidents', '/webhooks/stripe']"

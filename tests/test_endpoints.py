@@ -77,7 +77,7 @@ def test_logs_are_json_lines_carrying_the_request_id(bot, captured_logs):
 
 
 def test_slack_endpoint_answers_in_words_when_slack_is_not_configured_or_bolt_fails(bot, captured_logs, monkeypatch):
-    """POST /slack/events goes straight to bolt (web/slack_route.py), around FastAPI: its error
+    """POST /slack/events goes straight to bolt (web/direct.py), around FastAPI: its error
     answers and the request id are kept there."""
     runtime = bot.runtime
     monkeypatch.setattr(runtime, "slack_handler", None)
@@ -93,7 +93,7 @@ def test_slack_endpoint_answers_in_words_when_slack_is_not_configured_or_bolt_fa
     r = bot.post_signed("x=1", extra={"X-Request-Id": "rid-broken"})
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
     assert "Traceback" not in r.text and r.headers["x-request-id"] == "rid-broken"
-    assert any("Slack request failed" in line and "rid-broken" in line for line in captured_logs)
+    assert any("POST /slack/events failed" in line and "rid-broken" in line for line in captured_logs)
     monkeypatch.undo()
     assert bot.slash("help").status_code == 200  # and the path works again
 
@@ -277,3 +277,48 @@ def test_pages_send_csp_nosniff_no_referrer_and_deny_framing(bot):
     for other in (bot.http.get("/healthz"), bot.admin_get("/flags"), bot.slash("help"), bot.http.get("/incidents")):
         assert other.headers["x-content-type-options"] == "nosniff"
         assert other.headers["referrer-policy"] == "no-referrer" and other.headers["x-frame-options"] == "DENY"
+
+
+# --- the direct endpoints (bot/web/direct.py): around FastAPI, what it gave them kept -------------
+
+def test_the_webhook_endpoint_keeps_405_the_request_id_and_the_guards_headers(bot):
+    r = bot.http.get("/webhooks/stripe")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = bot.http.put("/slack/events", content=b"x=1")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = post_event(bot.http, WEBHOOK_SECRET, make_event("customer.created", {
+        "id": "cus_direct", "object": "customer", "email": "direct@example.com"}))
+    assert r.status_code == 200 and r.json()["status"] == "processed", r.text
+    assert len(r.headers["x-request-id"]) == 12 and r.headers["x-content-type-options"] == "nosniff"
+    assert "revops_stripe_webhooks_total{code=\"200\",status=\"processed\"}" in bot.http.get("/metrics").text
+
+
+def test_a_direct_endpoint_that_raises_answers_500_or_503_in_words(bot, captured_logs, monkeypatch):
+    from bot.billing import routes
+    from bot.errors import DatabaseUnavailable
+
+    async def broken(*_args):
+        raise RuntimeError("ingest broke")
+
+    monkeypatch.setattr(routes, "ingest", broken)
+    r = bot.http.post("/webhooks/stripe", content=b"{}", headers={"X-Request-Id": "rid-webhook"})
+    assert r.status_code == 500 and r.json() == {"error": "internal error"}
+    assert "Traceback" not in r.text and r.headers["x-request-id"] == "rid-webhook"
+    assert any("POST /webhooks/stripe failed" in line and "rid-webhook" in line for line in captured_logs)
+
+    async def down(*_args):
+        raise DatabaseUnavailable("the database is unavailable; nothing was changed")
+
+    monkeypatch.setattr(routes, "ingest", down)
+    r = bot.http.post("/webhooks/stripe", content=b"{}")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5" and "database" in r.json()["error"]
+    monkeypatch.undo()
+    assert post_event(bot.http, WEBHOOK_SECRET, make_event("customer.created", {
+        "id": "cus_after", "object": "customer", "email": "after@example.com"})).status_code == 200
+
+
+def test_an_endpoint_declared_twice_is_refused():
+    from bot.web.direct import SLACK_EVENTS, DirectEndpoints
+
+    with pytest.raises(ValueError, match="POST /slack/events is declared twice"):
+        DirectEndpoints(None, [SLACK_EVENTS, SLACK_EVENTS])

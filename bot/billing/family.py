@@ -10,7 +10,7 @@ from .demo import BILLING_TOUR, seed_billing
 from .export_routes import router as export_router
 from .home import failed_events, invoice_requests
 from .invoice_jobs import INVOICE_JOBS
-from .routes import router
+from .routes import STRIPE_WEBHOOK, router
 from .stripe_client import StripeClient
 from .trace import aliases
 
@@ -25,7 +25,8 @@ family = Family(
     commands=(customer.commands, credits.commands, replay.commands, sync.commands, reconcile.commands,
               events.commands, trace.commands, lineage.commands, invoice.commands, receivables.commands,
               export.commands),
-    routes=(router, export_router),  # POST /webhooks/stripe, GET /exports/{id}.csv
+    endpoints=(STRIPE_WEBHOOK,),  # POST /webhooks/stripe, around FastAPI's routing
+    routes=(router, export_router),  # the webhooks' group commit (a lifespan), GET /exports/{id}.csv
     seeders=(seed_billing,),
     tour=tuple(BILLING_TOUR),
     setup=attach_stripe,

@@ -19,7 +19,7 @@ from ..settings import Settings
 from .auth import require_bearer
 from .guard import ConnectionGuard, HttpLimits, RequestGuard
 from .request_id import RequestIdMiddleware
-from .slack_route import SlackEventsRoute
+from .direct import SLACK_EVENTS, DirectEndpoints
 
 
 def create_app(settings: Settings, families: Families, *, clock: Clock | None = None,
@@ -44,7 +44,8 @@ def create_app(settings: Settings, families: Families, *, clock: Clock | None = 
     app = FastAPI(title="revops", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     # Plain ASGI middlewares (BaseHTTPMiddleware costs ~0.5 ms a request); the last added is outermost.
-    app.add_middleware(SlackEventsRoute)  # POST /slack/events goes straight to bolt (slack_route.py)
+    # POST /slack/events straight to bolt, POST /webhooks/stripe to billing's ingest (direct.py)
+    app.add_middleware(DirectEndpoints, endpoints=(SLACK_EVENTS, *families.endpoints))
     # Body limits and deadline, malformed Slack requests, security headers; its ConnectionGuard is
     # also the protocol `serve` gives uvicorn (header timeouts, the connection bound): guard.py.
     connections = ConnectionGuard(HttpLimits.from_settings(settings.env))
@@ -60,7 +61,7 @@ def create_app(settings: Settings, families: Families, *, clock: Clock | None = 
         return JSONResponse({"error": "the database is unavailable; nothing was changed, try again shortly"},
                             status_code=503, headers={"Retry-After": "5"})
 
-    for route in families.routes:  # POST /webhooks/stripe, the incident pages, POST /alerts...
+    for route in families.routes:  # the incident pages, POST /alerts, GET /exports/{id}.csv...
         app.include_router(route)
 
     @app.get("/flags")
