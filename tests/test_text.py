@@ -4,7 +4,7 @@ typed pieces; every Slack message stays within Slack's limits and is cut only be
 import re
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import example, given, settings as hsettings, strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.names import Names
@@ -132,6 +132,8 @@ def test_one_enormous_line_is_split_at_words_never_inside_a_token():
                           st.builds(Link, st.just("https://e.example/p"), st.text(max_size=50))),
                 max_size=60),
        st.integers(min_value=1, max_value=400))
+@example(["*", Icon("fire"), "x*"], 1)  # a mark at the end of a string, the next piece right after it
+@example(["a _", User("U123"), "_"], 2)
 def test_any_reply_fits_slack_and_escapes_every_plain_string(parts, repeat):
     lines = [Text(*parts)] * (1 + repeat % 40)
     reply = Reply(Text(*parts[:5]), lines=lines, footer=Text(*parts[:3]), keep="end" if repeat % 2 else "start")

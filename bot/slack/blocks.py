@@ -33,12 +33,13 @@ def escape(text: str) -> str:
 
 
 # Slack has no escape for its formatting characters. A `*`, `_` or `~` that could open bold,
-# italics or strike (at the start of a word and followed by text: not `acct_1`, not `evt_…`; with
-# no opener a closing mark formats nothing), and every backtick, is sent as the fallback of a date
-# token with an invalid format, which Slack shows as plain text (the technique of jsx-slack's
-# <Escape>); a `>` that would start a quote gets an invisible soft hyphen.
+# italics or strike (at the start of a word and not followed by a space: not `acct_1`, not `evt_…`;
+# with no opener a closing mark formats nothing), and every backtick, is sent as the fallback of a
+# date token with an invalid format, which Slack shows as plain text (the technique of jsx-slack's
+# <Escape>); a `>` that would start a quote gets an invisible soft hyphen. A mark at the very end
+# of a string counts as followed by text: the next piece (an emoji, a mention) may follow it.
 _WORD_CHAR = r"[^\W_]"
-_FORMATTING = re.compile(rf"`|(?<!{_WORD_CHAR})[*_~](?=\S)")  # code spans start anywhere
+_FORMATTING = re.compile(rf"`|(?<!{_WORD_CHAR})[*_~](?!\s)")  # code spans start anywhere
 _QUOTE = re.compile(r"(^|\n)([ \t]*)&gt;")
 
 
