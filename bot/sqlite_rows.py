@@ -1,11 +1,14 @@
-"""SQLite's hot reads in one trip to aiosqlite's thread.
+"""SQLite's hot statements in one trip to aiosqlite's thread.
 
 SQLAlchemy's aiosqlite adapter makes four trips per statement (cursor, execute, fetchall,
 close); at concurrency 32 the event loop's time per request set the acknowledgement's p99
-(bench/ack_latency.py). A built-once SELECT is compiled here once and run with aiosqlite's
-public `execute_fetchall`; its values go through the same bind and result processors, so rows
-read the same either way (tests/test_storage.py compares them). Only public APIs: `compile()`,
-`construct_params()`, `positiontup`, `TypeEngine.dialect_impl()` and its processors,
+(bench/ack_latency.py), and a webhook batch's three INSERTs were twelve of its sixteen trips
+(bench/webhook_ingest.py). A built-once SELECT, and the multi-row INSERT … ON CONFLICT DO
+NOTHING RETURNING id of `sqlutil.insert_new`, are compiled here once (an INSERT once per shape
+and row count) and run with aiosqlite's public `execute_fetchall`; the values go through the
+same bind and result processors, so rows read and write the same either way
+(tests/test_storage.py compares them). Only public APIs: `compile()`, `construct_params()`,
+`positiontup`, `TypeEngine.dialect_impl()` and its processors,
 `AsyncConnection.get_raw_connection()`, `DBAPIError.instance()`.
 """
 
@@ -14,8 +17,11 @@ from __future__ import annotations
 import keyword
 import weakref
 from collections import namedtuple
+from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -93,15 +99,74 @@ async def select(connection: AsyncConnection, statement, params=None) -> "_Rows 
         compiled = _compiled_sqlite[statement] = _Compiled(statement, dialect)
     if not compiled.usable:
         return None
-    values = compiled.parameters(params)
+    return compiled.result(await _fetchall(connection, compiled.sql, compiled.parameters(params)))
+
+
+async def _fetchall(connection: AsyncConnection, sql: str, values: tuple) -> list:
+    dialect = connection.dialect
     # The aiosqlite connection, kept in the pooled connection's `info` (SQLAlchemy clears it when
     # it reconnects): a second greenlet switch per statement saved.
     driver = connection.info.get(_DRIVER)
     if driver is None:
         driver = connection.info[_DRIVER] = (await connection.get_raw_connection()).driver_connection
     try:
-        raw = await driver.execute_fetchall(compiled.sql, values)
+        return await driver.execute_fetchall(sql, values)
     except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy's own path raises it
-        raise DBAPIError.instance(compiled.sql, values, exc, dialect.loaded_dbapi.Error,
-                                  dialect=dialect) from exc
-    return compiled.result(raw)
+        raise DBAPIError.instance(sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+
+
+MAX_INSERT_ROWS = 64  # a bigger INSERT (a reconcile's replay) takes SQLAlchemy's insertmanyvalues
+
+
+class _CompiledInsert:
+    """`INSERT INTO t (columns) VALUES (…), … ON CONFLICT DO NOTHING RETURNING id` for `count` rows,
+    compiled for the SQLite dialect: its SQL and, in bind order, each value's row, column and the
+    column type's bind processor. Not usable (SQLAlchemy's path then) when a column left out has a
+    Python-side default, which SQLAlchemy's execution, not its compilation, would fill in."""
+
+    __slots__ = ("sql", "binds", "usable")
+
+    def __init__(self, table, columns: tuple[str, ...], count: int, conflict_on: tuple[str, ...] | None, dialect):
+        where = {f"r{n}_{column}": (n, column) for n in range(count) for column in columns}
+        statement = sqlite.insert(table).values([
+            {column: bindparam(f"r{n}_{column}", type_=table.c[column].type) for column in columns}
+            for n in range(count)])
+        statement = statement.on_conflict_do_nothing() if conflict_on is None else \
+            statement.on_conflict_do_nothing(index_elements=list(conflict_on))
+        compiled = statement.returning(table.c.id).compile(dialect=dialect)
+        self.sql = compiled.string
+        self.usable = (all(c.key in columns for c in table.columns if c.default is not None)
+                       and "POSTCOMPILE" not in self.sql and all(name in where for name in compiled.positiontup))
+        if self.usable:
+            self.binds = [(*where[name], compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+                          for name in compiled.positiontup]
+
+    def parameters(self, rows: list[dict[str, Any]]) -> tuple:
+        return tuple(value if process is None or value is None else process(value)
+                     for value, process in ((rows[n][column], process) for n, column, process in self.binds))
+
+
+@lru_cache(maxsize=512)
+def _compiled_insert(dialect, table, columns: tuple[str, ...], count: int,
+                     conflict_on: tuple[str, ...] | None) -> _CompiledInsert:
+    return _CompiledInsert(table, columns, count, conflict_on, dialect)
+
+
+async def insert_new_ids(connection: AsyncConnection, table, rows: list[dict[str, Any]],
+                         conflict_on: tuple[str, ...] | None) -> "set[Any] | None":
+    """The ids of the rows inserted by one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id on
+    this SQLite connection (rows with the same keys), or None when this path does not cover it
+    (the caller then runs it through SQLAlchemy)."""
+    if not rows or len(rows) > MAX_INSERT_ROWS:
+        return None
+    columns = tuple(sorted(rows[0]))
+    if any(len(row) != len(columns) for row in rows):
+        return None
+    compiled = _compiled_insert(connection.dialect, table, columns, len(rows), conflict_on)
+    if not compiled.usable:
+        return None
+    try:
+        values = compiled.parameters(rows)
+    except KeyError:  # rows whose keys differ: SQLAlchemy's path says so
+        return None
+    return {values[0] for values in await _fetchall(connection, compiled.sql, values)}

@@ -261,3 +261,75 @@ async def test_rows_read_the_same_as_sqlalchemy(db_url):
 async def _rows(database, statement, params):
     async with database.reading() as session:
         return (await session.rows(statement, params)).all()
+
+
+async def test_insert_new_writes_the_same_rows_as_sqlalchemy(db_url):
+    """`sqlutil.insert_new` (on SQLite one trip to aiosqlite's thread, its own compilation and bind
+    processors: sqlite_rows.insert_new_ids) writes what SQLAlchemy's insertmanyvalues writes, JSON,
+    times, booleans and NULLs alike, and returns the ids of the rows it inserted, not of those whose
+    key was there; what it does not cover takes SQLAlchemy's path, which fills in Python defaults and
+    flushes the session's own changes first."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.billing import sqlutil
+    from bot.billing.events import event_row
+    from bot.billing.models import Account, StripeCustomer, StripeEvent
+
+    database = Database(db_url)
+    await database.upgrade()
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+
+    def events(prefix: str) -> list[dict]:
+        return [event_row({"id": f"evt_{prefix}{n}", "object": "event", "type": "customer.created", "created": 1772600000,
+                           "livemode": n == 1, "api_version": None if n == 2 else "2025-03-31.basil",
+                           "data": {"object": {"id": f"cus_{n}", "object": "customer", "name": "Zoë «x»",
+                                               "metadata": {"n": n, "list": [1, None, "é"]}}}},
+                          source="webhook", now=at) for n in range(3)]
+
+    def stored(rows, prefix):  # every column of every row, the ids' prefix taken out
+        return sorted(repr(sorted(row._mapping.items())).replace(prefix, "") for row in rows)
+
+    try:
+        async with database.transaction() as session:
+            fast_ids = await sqlutil.insert_new(session, StripeEvent, events("fast"), ["id"])
+            stock = events("stock")
+            stock_ids = set((await session.execute(sqlutil._returning_ids(database.dialect, StripeEvent, ("id",)),
+                                                   stock)).scalars())
+            assert fast_ids == {"evt_fast0", "evt_fast1", "evt_fast2"} and len(stock_ids) == 3
+            # Again, with one new row among rows already there (and one twice): only the new one's id.
+            again = events("fast") + [events("new")[0], events("new")[0]]
+            assert await sqlutil.insert_new(session, StripeEvent, again, ["id"]) == {"evt_new0"}
+        async with database.reading() as session:
+            table = StripeEvent.__table__
+            fast = (await session.execute(select(table).where(table.c.id.like("evt_fast%")))).all()
+            stock = (await session.execute(select(table).where(table.c.id.like("evt_stock%")))).all()
+        assert len(fast) == 3 and stored(fast, "fast") == stored(stock, "stock")
+        assert {row.id: (row.payload["data"]["object"]["metadata"], row.created, row.livemode, row.api_version)
+                for row in fast}["evt_fast2"] == ({"n": 2, "list": [1, None, "é"]},
+                                                 datetime.fromtimestamp(1772600000, timezone.utc), False, None)
+
+        async with database.transaction() as session:
+            # A column with a Python-side default left out: SQLAlchemy's path, default filled in.
+            assert await sqlutil.insert_new(session, StripeCustomer, [{"id": "cus_d", "updated_at": at}], ["id"]) == {
+                "cus_d"}
+            # The session's own change first: the ORM's pending account is flushed, so the INSERT finds it.
+            session.add(Account(id="acct_orm", balance=5, created_at=at, updated_at=at))
+            row = dict(id="acct_orm", stripe_customer_id=None, email=None, balance=0, created_at=at, updated_at=at)
+            assert await sqlutil.insert_new(session, Account, [row], None) == set()
+        async with database.reading() as session:
+            customer = (await session.execute(select(StripeCustomer.__table__).where(StripeCustomer.id == "cus_d"))).one()
+            balance = (await session.execute(select(Account.balance).where(Account.id == "acct_orm"))).scalar_one()
+        assert (customer.version, customer.deleted, balance) == (0, False, 5)
+
+        # A row the database refuses: SQLAlchemy's error, as its own path raises it, and nothing written.
+        bad = [dict(row, id="acct_bad", created_at=None)]
+        with pytest.raises(IntegrityError):
+            async with database.transaction() as session:
+                await sqlutil.insert_new(session, Account, bad, None)
+        async with database.reading() as session:
+            assert (await session.execute(select(Account.id).where(Account.id == "acct_bad"))).first() is None
+    finally:
+        await database.dispose()

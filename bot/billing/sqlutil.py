@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import sqlite_rows
+
 
 def dialect_of(session: AsyncSession) -> str:
     return session.bind.dialect.name if session.bind is not None else "sqlite"
@@ -46,6 +48,12 @@ async def insert_new(session: AsyncSession, model, rows: list[dict[str, Any]],
                      conflict_on: list[str] | None) -> set[Any]:
     """Insert several rows (same columns) in ONE statement, skipping those whose key exists, in
     their order; the ids of the rows inserted. SQLAlchemy sends them as one multi-row INSERT …
-    ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues")."""
-    stmt = _returning_ids(dialect_of(session), model, None if conflict_on is None else tuple(conflict_on))
+    ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues"); on SQLite, when the session has no
+    change of its own to flush first, in one trip to aiosqlite's thread (bot/sqlite_rows.py)."""
+    conflict = None if conflict_on is None else tuple(conflict_on)
+    if dialect_of(session) == "sqlite" and not (session.new or session.dirty or session.deleted):
+        ids = await sqlite_rows.insert_new_ids(await session.connection(), model.__table__, rows, conflict)
+        if ids is not None:
+            return ids
+    stmt = _returning_ids(dialect_of(session), model, conflict)
     return set((await session.execute(stmt, rows)).scalars())
