@@ -26,13 +26,13 @@ import time
 import weakref
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, insert, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -279,6 +279,30 @@ class UnitSession(AsyncSession):
             if rows is not None:
                 return rows
         return await connection.execute(statement, params)
+
+    async def write(self, statement, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """A built-once Core INSERT (or INSERT … SELECT) without RETURNING on the unit's connection,
+        with one row's parameters or a list of them. Like `rows()` it does not flush the ORM.
+
+        On SQLite each row takes one trip to aiosqlite's thread instead of three or four
+        (sqlite_rows.py); PostgreSQL, and what that path does not cover, keep SQLAlchemy's path."""
+        connection = await self.connection()
+        if connection.dialect.name == "sqlite":
+            rows = [params] if isinstance(params, dict) else params
+            if len(rows) <= 8 and await sqlite_rows.write(connection, statement, rows):
+                return
+        await connection.execute(statement, params)
+
+    async def insert_rows(self, model, rows: list[dict[str, Any]]) -> None:
+        """Rows with the same keys inserted into `model`'s table by one plain INSERT (a duplicate key
+        raises IntegrityError). Like `rows()` it does not flush the ORM. On SQLite one trip to
+        aiosqlite's thread (sqlite_rows.py)."""
+        if not rows:
+            return
+        connection = await self.connection()
+        if connection.dialect.name == "sqlite" and await sqlite_rows.insert_rows(connection, model.__table__, rows):
+            return
+        await connection.execute(insert(model.__table__), rows)
 
 
 class Database:

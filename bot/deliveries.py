@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,9 +54,7 @@ async def insert_claims(session, keys: tuple[str, ...], now: datetime) -> None:
     """Claim a delivery in `session`'s transaction: one Core INSERT of its keys (a second insert of
     any of them raises IntegrityError: a replay). Not through the ORM: a unit-of-work flush cost more
     than the statement, on every command that records anything."""
-    if keys:
-        await (await session.connection()).execute(
-            insert(SlackRequestClaim), [{"key": key, "claimed_at": now} for key in keys])
+    await session.insert_rows(SlackRequestClaim, [{"key": key, "claimed_at": now} for key in keys])
 
 
 class Recent:

@@ -333,3 +333,68 @@ async def test_insert_new_writes_the_same_rows_as_sqlalchemy(db_url):
             assert (await session.execute(select(Account.id).where(Account.id == "acct_bad"))).first() is None
     finally:
         await database.dispose()
+
+
+async def test_unit_writes_store_the_same_rows_as_sqlalchemy(db_url):
+    """`UnitSession.write()` (an INSERT, or INSERT … SELECT, with one row's parameters or several)
+    and `insert_rows()` (a plain multi-row INSERT) store what SQLAlchemy's own execution stores —
+    on SQLite one trip to aiosqlite's thread each (sqlite_rows.py); a duplicate key is SQLAlchemy's
+    IntegrityError, and the transaction it was in writes nothing."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.incidents import service
+    from bot.incidents.models import TimelineEntry
+    from bot.models import SlackRequestClaim
+
+    database = Database(db_url)
+    await database.upgrade()
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+    entries = service._ENTRIES
+
+    def entry(n: int, channel: str | None = None) -> dict:
+        row = {"at": at, "kind": "action", "actor": f"U{n}", "text": f"*look* <!channel> {n}",
+               "data": {"n": n, "list": ["é", None]} if n % 2 else None}
+        return {**row, "channel": channel} if channel else {**row, "incident_id": 1}
+
+    try:
+        async with database.transaction() as session:
+            incident = service.Incident(channel="C0STORE", open_channel="C0STORE", severity="P2", stage="checkout",
+                                        summary="storage", status="open", declared_by="U1", detected_at=at,
+                                        declared_at=at)
+            session.add(incident)
+        incident_id = incident.id
+        async with database.transaction() as session:
+            fast = [dict(entry(n), incident_id=incident_id) for n in (1, 2)]
+            await session.write(service._INSERT_ENTRY, fast[0])  # one row
+            await session.write(service._INSERT_ENTRY_IN_CHANNEL, [entry(3, "C0STORE"), entry(4, "C0STORE")])
+            await session.write(service._INSERT_ENTRY_IN_CHANNEL, [entry(5, "C0NONE")])  # no open incident there
+            connection = await session.connection()  # SQLAlchemy's own path, the same rows
+            await connection.execute(service._INSERT_ENTRY, dict(fast[0], actor="S1"))
+            await connection.execute(service._INSERT_ENTRY_IN_CHANNEL, [dict(entry(3, "C0STORE"), actor="S3"),
+                                                                          dict(entry(4, "C0STORE"), actor="S4")])
+            await session.insert_rows(SlackRequestClaim, [{"key": "k1", "claimed_at": at}, {"key": "k2", "claimed_at": at}])
+        async with database.reading() as session:
+            rows = (await session.execute(select(entries).where(entries.c.incident_id == incident_id)
+                                          .where(entries.c.actor.in_(["U1", "U3", "U4", "S1", "S3", "S4"])))).all()
+            claims = (await session.execute(select(SlackRequestClaim.__table__))).all()
+        by_actor = {row.actor: {k: v for k, v in row._mapping.items() if k not in ("id", "actor")} for row in rows}
+        assert sorted(by_actor) == ["S1", "S3", "S4", "U1", "U3", "U4"]
+        for n in (1, 3, 4):
+            assert by_actor[f"U{n}"] == by_actor[f"S{n}"], n
+        assert by_actor["U3"]["data"] == {"n": 3, "list": ["é", None]} and by_actor["U4"]["data"] is None
+        assert by_actor["U1"]["at"] == at and by_actor["U1"]["text"] == "*look* <!channel> 1"
+        assert sorted((c.key, c.claimed_at) for c in claims) == [("k1", at), ("k2", at)]
+
+        with pytest.raises(IntegrityError):
+            async with database.transaction() as session:
+                await session.write(service._INSERT_ENTRY, dict(entry(6), incident_id=incident_id))
+                await session.insert_rows(SlackRequestClaim, [{"key": "k3", "claimed_at": at},
+                                                              {"key": "k1", "claimed_at": at}])
+        async with database.reading() as session:
+            assert (await session.execute(select(SlackRequestClaim.key).where(SlackRequestClaim.key == "k3"))).first() is None
+            assert (await session.execute(select(entries.c.id).where(entries.c.actor == "U6"))).first() is None
+    finally:
+        await database.dispose()

@@ -286,7 +286,7 @@ def _stored(text: str) -> str:
 
 async def write_entry(session: AsyncSession, incident_id: int, *, at: datetime, kind: str, actor: str, text: str,
                       data: dict[str, Any] | None = None) -> None:
-    await (await session.connection()).execute(_INSERT_ENTRY, {
+    await session.write(_INSERT_ENTRY, {
         "incident_id": incident_id, "at": at, "kind": kind, "actor": actor, "text": _stored(text), "data": data})
 
 
@@ -295,7 +295,7 @@ async def write_entries_in(session: AsyncSession, channel: str | None, *, at: da
     """`(kind, text, data)` entries on the open incident of `channel`; nothing when it has none."""
     if not channel or not entries:
         return
-    await (await session.connection()).execute(_INSERT_ENTRY_IN_CHANNEL, [
+    await session.write(_INSERT_ENTRY_IN_CHANNEL, [
         {"channel": channel, "at": at, "kind": kind, "actor": actor, "text": _stored(text), "data": data}
         for kind, text, data in entries])
 
