@@ -29,6 +29,18 @@ from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
+def _positional_binds(compiled, dialect) -> list:
+    """A compiled statement's binds in positional order, each with its type's bind processor."""
+    return [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup]
+
+
+def _positional_values(compiled, binds, params) -> tuple:
+    values = compiled.construct_params(params)
+    return tuple(value if process is None or value is None else process(value)
+                 for value, process in ((values[name], process) for name, process in binds))
+
+
 class _Compiled:
     """A built-once SELECT compiled for the SQLite dialect: its SQL, its positional bind order with
     each bind's processor, and a row type with each column's result processor (public APIs:
@@ -48,15 +60,12 @@ class _Compiled:
                        and all(k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") for k in keys))
         if not self.usable:
             return
-        self.binds = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                      for name in compiled.positiontup]
+        self.binds = _positional_binds(compiled, dialect)
         self.row = namedtuple("Row", keys)
         self.processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
 
     def parameters(self, params) -> tuple:
-        values = self.compiled.construct_params(params)
-        return tuple(value if process is None or value is None else process(value)
-                     for value, process in ((values[name], process) for name, process in self.binds))
+        return _positional_values(self.compiled, self.binds, params)
 
     def result(self, raw) -> "_Rows":
         processors, row = self.processors, self.row
@@ -204,13 +213,10 @@ class _CompiledWrite:
         self.usable = (getattr(statement, "is_insert", False) and not compiled.insert_prefetch
                        and not compiled.effective_returning and "POSTCOMPILE" not in compiled.string)
         if self.usable:
-            self.binds = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                          for name in compiled.positiontup]
+            self.binds = _positional_binds(compiled, dialect)
 
     def parameters(self, params) -> tuple:
-        values = self.compiled.construct_params(params)
-        return tuple(value if process is None or value is None else process(value)
-                     for value, process in ((values[name], process) for name, process in self.binds))
+        return _positional_values(self.compiled, self.binds, params)
 
 
 _compiled_writes: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], _CompiledWrite]]" = weakref.WeakKeyDictionary()
